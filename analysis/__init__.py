@@ -1,0 +1,1 @@
+"""privagg analysis: trade-off sweeps, reports, plots, audits and the ``privagg`` CLI."""
