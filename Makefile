@@ -43,9 +43,15 @@ pytest: $(STAMP_DEV)
 
 test: lint pytest
 
-bench: $(STAMP_DEV)
+# Flower lives in its own virtualenv: it is a peer we measure, never a dependency.
+FLOWER_VENV := .venv-flower
+$(FLOWER_VENV)/bin/python:
+	$(PYTHON) -m venv $(FLOWER_VENV)
+	$(FLOWER_VENV)/bin/python -m pip install -q --disable-pip-version-check flwr==1.42.0
+
+bench: $(STAMP_DEV) $(FLOWER_VENV)/bin/python
 	@mkdir -p benchmarks/results
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b --out benchmarks/results || exit 1; done
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(FLOWER_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

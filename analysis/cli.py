@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from importlib import metadata
 
 # Modules that contribute subcommands; each has ``register(subparsers)``.
-_COMMAND_MODULES: tuple[str, ...] = ()
+_COMMAND_MODULES = ("analysis.commands.demo",)
 
 EXIT_USAGE = 2
 
@@ -29,9 +29,10 @@ def _version() -> str:
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
     """The typed error roots of every layer: these are the user's mistakes to report."""
+    from protocols.errors import ProtocolError
     from secagg.errors import SecAggError
 
-    return (SecAggError,)
+    return (ProtocolError, SecAggError)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,501 @@
+"""The honest server: collects one stage at a time, enforces t, unmasks in batches.
+
+Drive it with :meth:`SecAggServer.start`, then, per stage, :meth:`receive` every client
+message that arrives and :meth:`advance` when the stage closes (all expected replies in,
+or a timeout). ``advance`` returns the next messages per client or raises
+:class:`~protocols.errors.ProtocolAborted` when fewer than t clients (of some
+neighbourhood) are left; it checks this *before* asking for any share, so an abort before
+the unmasking stage reveals nothing.
+
+Masked inputs are summed into one accumulator as they arrive (memory O(d), not O(n·d)).
+Unmasking rebuilds the survivors' self-mask seeds and the dropped clients' masking keys
+with one batched :func:`secagg.shamir_combine_many` (shares answered by the same holders
+reuse one set of Lagrange coefficients) and subtracts every mask with
+:func:`secagg.add_masks` into that accumulator; nothing loops over coordinates in Python.
+Late, duplicate or out-of-stage messages are ignored and never counted twice.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+import secagg
+from protocols import binding
+from protocols.config import SecAggConfig, Stage
+from protocols.errors import AbortReason, ConfigError, DecodeError, ProtocolAborted, StateError
+from protocols.graph import GRAPH_SEED_BYTES, CommunicationGraph
+from protocols.messages import (
+    AdvertiseKeys,
+    ClientAbort,
+    ConsistencyRequest,
+    ConsistencySignature,
+    EncryptedShares,
+    KeyDirectory,
+    MaskedInput,
+    Message,
+    ServerMessage,
+    SetupRequest,
+    ShareDelivery,
+    UnmaskRequest,
+    UnmaskShares,
+    decode,
+)
+
+__all__ = ["AggregateOutput", "SecAggServer"]
+
+_EXPECTED: dict[Stage, type[Message]] = {
+    Stage.ADVERTISE: AdvertiseKeys,
+    Stage.SHARE: EncryptedShares,
+    Stage.MASK: MaskedInput,
+    Stage.CONSISTENCY: ConsistencySignature,
+    Stage.UNMASK: UnmaskShares,
+}
+
+
+def _first(item: tuple[int, bytes]) -> int:
+    return item[0]
+
+
+@dataclass(frozen=True, eq=False)
+class AggregateOutput:
+    """The unmasked sum mod 2^bits of the inputs of ``included`` (sorted ids)."""
+
+    total: npt.NDArray[Any]
+    included: tuple[int, ...]
+
+
+class SecAggServer:
+    """Server of one round of SecAgg / SecAgg+ with public parameters ``config``.
+
+    ``graph_seed`` (32 public bytes) fixes the SecAgg+ graph; ``context_digest`` is a
+    hash of what else the server sends for this round (e.g. the model), bound into the
+    session id; ``verify_keys`` is the PKI of the malicious-server mode.
+    """
+
+    def __init__(
+        self,
+        config: SecAggConfig,
+        vector_length: int,
+        *,
+        round_number: int = 0,
+        graph_seed: bytes | None = None,
+        context_digest: bytes = bytes(32),
+        verify_keys: Mapping[int, bytes] | None = None,
+    ) -> None:
+        if not isinstance(config, SecAggConfig):
+            raise ConfigError("config must be a protocols.SecAggConfig")
+        if isinstance(vector_length, bool) or not isinstance(vector_length, int):
+            raise ConfigError("vector_length must be an int")
+        if not 1 <= vector_length <= 1 << 28:
+            raise ConfigError(f"vector_length must be in [1, 2^28], got {vector_length}")
+        if isinstance(round_number, bool) or not 0 <= round_number < 1 << 64:
+            raise ConfigError("round_number must be an int in [0, 2^64)")
+        if not isinstance(context_digest, bytes) or len(context_digest) != 32:
+            raise ConfigError("context_digest must be 32 bytes")
+        if config.consistency_check and verify_keys is None:
+            raise ConfigError("malicious-server mode needs the clients' verify keys")
+        seed = secagg.random_seed(GRAPH_SEED_BYTES) if graph_seed is None else graph_seed
+        self.config = config
+        self.graph = CommunicationGraph(config.num_clients, config.neighbors, seed)
+        self.setup = SetupRequest(
+            round_number=round_number,
+            num_clients=config.num_clients,
+            threshold=config.threshold,
+            neighbors=None if config.is_full_graph else config.neighbors,
+            bits=config.bits,
+            threat_model=config.threat_model,
+            vector_length=vector_length,
+            graph_seed=seed,
+            context_digest=context_digest,
+        )
+        self._verify_keys = dict(verify_keys or {})
+        self._probe_key = secagg.AgreementKey.generate()  # only to reject unusable keys
+        self.stage: Stage | None = None
+        self.finished = False
+        self.session_id: bytes | None = None
+        self.client_aborts: dict[int, ClientAbort] = {}
+        self.ignored_messages = 0
+        self.faulty: set[int] = set()
+        self._keys: dict[int, AdvertiseKeys] = {}
+        self._shares_out: dict[int, EncryptedShares] = {}
+        self._u1: tuple[int, ...] = ()
+        self._u2: tuple[int, ...] = ()
+        self._u3: tuple[int, ...] = ()
+        self._dropped: tuple[int, ...] = ()
+        self._recipients: tuple[int, ...] = ()
+        self._expected: tuple[Stage | None, frozenset[int]] = (None, frozenset())
+        self._acc: npt.NDArray[Any] | None = None
+        self._masked_from: set[int] = set()
+        self._signatures: dict[int, bytes] = {}
+        self._unmask_from: dict[int, UnmaskShares] = {}
+        self._output: AggregateOutput | None = None
+
+    # ------------------------------------------------------------------ driving
+
+    def start(self) -> dict[int, ServerMessage]:
+        """Open the round: the same :class:`SetupRequest` goes to every client."""
+        if self.stage is not None:
+            raise StateError("the round has already started")
+        self.stage = Stage.ADVERTISE
+        return {cid: self.setup for cid in range(self.config.num_clients)}
+
+    def expected_senders(self) -> tuple[int, ...]:
+        """Clients whose reply the current stage waits for."""
+        stage = self.stage
+        if stage is Stage.ADVERTISE:
+            return tuple(range(self.config.num_clients))
+        if stage is Stage.SHARE:
+            return self._u1
+        if stage is Stage.MASK:
+            return self._u2
+        if stage in (Stage.CONSISTENCY, Stage.UNMASK):
+            return self._recipients
+        return ()
+
+    def receive_bytes(self, sender: int, data: bytes) -> None:
+        """Decode and :meth:`receive`; a malformed message marks ``sender`` as faulty."""
+        try:
+            message = decode(data)
+        except DecodeError:
+            message = None
+        if message is None or getattr(message, "sender", sender) != sender:
+            # Garbage, or envelope and content disagree. Once a client's message of this
+            # stage has been accepted (and possibly summed) later noise is only ignored.
+            if self._accepted(sender) or sender not in self._expected_set():
+                self.ignored_messages += 1
+            else:
+                self.faulty.add(sender)
+            return
+        self.receive(message)
+
+    def receive(self, message: Message) -> None:
+        """Accept one client message of the current stage; anything else is ignored."""
+        stage = self.stage
+        if stage is None or self.finished:
+            self.ignored_messages += 1
+            return
+        sender = getattr(message, "sender", None)
+        if not isinstance(sender, int) or sender not in self._expected_set():
+            self.ignored_messages += 1
+            return
+        if self._accepted(sender) or sender in self.faulty:
+            self.ignored_messages += 1  # duplicates and late noise are never counted twice
+            return
+        if isinstance(message, ClientAbort):
+            self.client_aborts.setdefault(sender, message)
+            return
+        if not isinstance(message, _EXPECTED[stage]):
+            self.ignored_messages += 1
+            return
+        handler = {
+            Stage.ADVERTISE: self._on_advertise,
+            Stage.SHARE: self._on_shares,
+            Stage.MASK: self._on_masked,
+            Stage.CONSISTENCY: self._on_signature,
+            Stage.UNMASK: self._on_unmask_shares,
+        }[stage]
+        handler(sender, message)
+
+    def advance(self) -> dict[int, ServerMessage]:
+        """Close the current stage and return the next stage's messages per client."""
+        stage = self.stage
+        if stage is None or self.finished:
+            raise StateError("advance() needs a running round")
+        if stage is Stage.ADVERTISE:
+            return self._close_advertise()
+        if stage is Stage.SHARE:
+            return self._close_share()
+        if stage is Stage.MASK:
+            return self._close_mask()
+        if stage is Stage.CONSISTENCY:
+            return self._close_consistency()
+        self._close_unmask()
+        return {}
+
+    def output(self) -> AggregateOutput:
+        """The aggregate, once the unmasking stage has been closed."""
+        if self._output is None:
+            raise StateError("no aggregate: the round has not completed")
+        return self._output
+
+    # ------------------------------------------------------------------ helpers
+
+    def _expected_set(self) -> frozenset[int]:
+        if self._expected[0] is not self.stage:
+            self._expected = (self.stage, frozenset(self.expected_senders()))
+        return self._expected[1]
+
+    def _accepted(self, sender: int) -> bool:
+        """Whether ``sender``'s message of the current stage was already accepted."""
+        stage = self.stage
+        if stage is Stage.ADVERTISE:
+            return sender in self._keys
+        if stage is Stage.SHARE:
+            return sender in self._shares_out
+        if stage is Stage.MASK:
+            return sender in self._masked_from
+        if stage is Stage.CONSISTENCY:
+            return sender in self._signatures
+        return sender in self._unmask_from
+
+    def _alive(self, candidates: Mapping[int, Any] | set[int]) -> tuple[int, ...]:
+        return tuple(
+            sorted(c for c in candidates if c not in self.faulty and c not in self.client_aborts)
+        )
+
+    def _require(self, survivors: tuple[int, ...], stage: Stage) -> None:
+        if len(survivors) < self.config.threshold:
+            raise ProtocolAborted(
+                stage.value,
+                AbortReason.TOO_FEW_SURVIVORS,
+                f"{len(survivors)} clients left, threshold {self.config.threshold}",
+            )
+
+    def _require_holders(self, owners: tuple[int, ...], alive: set[int], stage: Stage) -> None:
+        """Every owner needs t live holders of its shares (SecAgg+ neighbourhoods)."""
+        if self.graph.is_full:
+            return
+        t = self.config.threshold
+        for owner in owners:
+            if sum(1 for v in self.graph.holders(owner) if v in alive) < t:
+                raise ProtocolAborted(
+                    stage.value,
+                    AbortReason.TOO_FEW_SURVIVORS,
+                    f"client {owner} has fewer than {t} live share holders",
+                )
+
+    # ------------------------------------------------------------------ round 0
+
+    def _on_advertise(self, sender: int, message: Message) -> None:
+        assert isinstance(message, AdvertiseKeys)
+        if self.config.consistency_check:
+            payload = binding.advertise_payload(
+                round_number=self.setup.round_number,
+                setup_digest=self.setup.digest(),
+                sender=sender,
+                enc_public=message.enc_public,
+                mask_public=message.mask_public,
+            )
+            key = self._verify_keys.get(sender)
+            try:
+                if key is None:
+                    raise secagg.SignatureError("no verify key")
+                secagg.verify_signature(key, payload, message.signature)
+            except secagg.SignatureError:
+                self.faulty.add(sender)
+                return
+        try:  # a low-order or malformed key would make every peer's key agreement fail
+            for public in (message.enc_public, message.mask_public):
+                secagg.derive_shared_key(
+                    self._probe_key, public, label=b"privagg/v1/key-check", context=b""
+                )
+        except secagg.SecAggValueError:
+            self.faulty.add(sender)
+            return
+        self._keys[sender] = message
+
+    def _close_advertise(self) -> dict[int, ServerMessage]:
+        u1 = self._alive(self._keys)
+        self._require(u1, Stage.ADVERTISE)
+        self._u1 = u1
+        keys = [self._keys[c] for c in u1]
+        directory = KeyDirectory(
+            u1,
+            b"".join(k.enc_public for k in keys),
+            b"".join(k.mask_public for k in keys),
+            b"".join(k.signature for k in keys) if self.config.consistency_check else b"",
+        )
+        self.session_id = binding.round_session_id(
+            self.setup.round_number, self.setup.digest(), directory.to_bytes()
+        )
+        self.stage = Stage.SHARE
+        return dict.fromkeys(u1, directory)
+
+    # ------------------------------------------------------------------ round 1
+
+    def _on_shares(self, sender: int, message: Message) -> None:
+        assert isinstance(message, EncryptedShares)
+        u1 = self._expected_set()  # during the share stage: exactly U1
+        expected = {v for v in self.graph.holders(sender) if v != sender and v in u1}
+        receivers = [v for v, _ in message.ciphertexts]
+        if len(receivers) != len(expected) or set(receivers) != expected:
+            self.faulty.add(sender)  # an honest client encrypts to exactly these holders
+            return
+        self._shares_out[sender] = message
+
+    def _close_share(self) -> dict[int, ServerMessage]:
+        u2 = self._alive(self._shares_out)
+        self._require(u2, Stage.SHARE)
+        self._u2 = u2
+        inbox: dict[int, list[tuple[int, bytes]]] = {c: [] for c in u2}
+        for sender in u2:
+            for receiver, ciphertext in self._shares_out[sender].ciphertexts:
+                if receiver in inbox:
+                    inbox[receiver].append((sender, ciphertext))
+        self._shares_out.clear()
+        self.stage = Stage.MASK
+        return {c: ShareDelivery(tuple(items)) for c, items in inbox.items()}
+
+    # ------------------------------------------------------------------ round 2
+
+    def _on_masked(self, sender: int, message: Message) -> None:
+        assert isinstance(message, MaskedInput)
+        vector = message.vector
+        if message.bits != self.config.bits or vector.size != self.setup.vector_length:
+            self.faulty.add(sender)
+            return
+        if self._acc is None:
+            self._acc = np.zeros(self.setup.vector_length, dtype=secagg.ring_dtype(message.bits))
+        np.add(self._acc, vector, out=self._acc)
+        self._masked_from.add(sender)
+
+    def _close_mask(self) -> dict[int, ServerMessage]:
+        # A client found faulty after its vector was added would poison the sum.
+        if self._masked_from & (self.faulty | set(self.client_aborts)):
+            raise StateError("a summed masked input was later marked faulty")
+        u3 = self._alive(self._masked_from)
+        self._require(u3, Stage.MASK)
+        dropped = tuple(c for c in self._u2 if c not in self._masked_from)
+        alive = set(u3)
+        self._require_holders(u3, alive, Stage.MASK)
+        self._require_holders(dropped, alive, Stage.MASK)
+        self._u3, self._dropped = u3, dropped
+        self._recipients = u3
+        if self.config.consistency_check:
+            self.stage = Stage.CONSISTENCY
+            return dict.fromkeys(u3, ConsistencyRequest(u3))
+        self.stage = Stage.UNMASK
+        return dict.fromkeys(u3, UnmaskRequest(u3, dropped))
+
+    # ------------------------------------------------------------------ round 3
+
+    def _on_signature(self, sender: int, message: Message) -> None:
+        assert isinstance(message, ConsistencySignature) and self.session_id is not None
+        payload = binding.consistency_payload(self.session_id, self._u3)
+        try:
+            secagg.verify_signature(self._verify_keys[sender], payload, message.signature)
+        except (secagg.SignatureError, KeyError):
+            self.faulty.add(sender)
+            return
+        self._signatures[sender] = message.signature
+
+    def _close_consistency(self) -> dict[int, ServerMessage]:
+        u4 = self._alive(self._signatures)
+        self._require(u4, Stage.CONSISTENCY)
+        signatures = tuple((c, self._signatures[c]) for c in u4)
+        self._require_holders(self._u3, set(u4), Stage.CONSISTENCY)
+        self._require_holders(self._dropped, set(u4), Stage.CONSISTENCY)
+        self._recipients = u4
+        self.stage = Stage.UNMASK
+        return dict.fromkeys(u4, UnmaskRequest(self._u3, self._dropped, signatures))
+
+    # ------------------------------------------------------------------ round 4
+
+    def _on_unmask_shares(self, sender: int, message: Message) -> None:
+        assert isinstance(message, UnmaskShares)
+        self._unmask_from[sender] = message
+
+    def _collect(
+        self, owners: tuple[int, ...], responses: list[UnmaskShares], seeds: bool
+    ) -> list[list[secagg.Share]]:
+        """For each owner, t valid shares from its holders, lowest x first.
+
+        Only as many shares as needed are parsed; a malformed share, or one whose x does
+        not match its holder, is skipped and the next holder's share is used instead.
+        """
+        t, graph = self.config.threshold, self.graph
+        raw: dict[int, list[tuple[int, bytes]]] = {o: [] for o in owners}
+        full = graph.is_full
+        for response in responses:
+            holder = response.sender
+            for owner, data in response.seed_shares if seeds else response.key_shares:
+                bucket = raw.get(owner)
+                if bucket is None:
+                    continue
+                if full:  # x = holder + 1 for everyone
+                    bucket.append((holder + 1, data))
+                else:
+                    x = graph.share_xs(owner).get(holder)
+                    if x is not None:  # shares from non-holders are ignored
+                        bucket.append((x, data))
+        sets = []
+        for owner in owners:
+            chosen: list[secagg.Share] = []
+            bucket = raw[owner]
+            bucket.sort(key=_first)
+            for x, data in bucket:
+                try:
+                    share = secagg.Share.from_bytes(data)
+                except secagg.ShareError:
+                    continue
+                if share.x == x and share.threshold == t:
+                    chosen.append(share)
+                    if len(chosen) == t:
+                        break
+            if len(chosen) < t:
+                raise ProtocolAborted(
+                    Stage.UNMASK.value,
+                    AbortReason.TOO_FEW_SURVIVORS,
+                    f"only {len(chosen)} of {t} valid shares of client {owner} arrived",
+                )
+            sets.append(chosen)
+        return sets
+
+    def _close_unmask(self) -> None:
+        assert self.session_id is not None
+        responders = self._alive(self._unmask_from)
+        self._require(responders, Stage.UNMASK)
+        responses = [self._unmask_from[c] for c in responders]
+        bits, survivors, dropped = self.config.bits, self._u3, self._dropped
+        try:
+            seeds = secagg.shamir_combine_many(self._collect(survivors, responses, True))
+            keys = secagg.shamir_combine_many(self._collect(dropped, responses, False))
+        except secagg.ShareError as exc:
+            raise ProtocolAborted(
+                Stage.UNMASK.value, AbortReason.RECONSTRUCTION_FAILED, str(exc)
+            ) from None
+        acc = self._acc
+        assert acc is not None
+        secagg.add_masks(acc, seeds, [-1] * len(seeds), bits=bits, domain=binding.SELF_MASK_DOMAIN)
+        pair_seeds: list[bytes] = []
+        pair_signs: list[int] = []
+        survivor_set = set(survivors)
+        for v, private in zip(dropped, keys, strict=True):
+            try:
+                key = secagg.AgreementKey.from_private_bytes(private)
+            except secagg.SecAggValueError:
+                raise ProtocolAborted(
+                    Stage.UNMASK.value, AbortReason.RECONSTRUCTION_FAILED, f"client {v}"
+                ) from None
+            if not hmac.compare_digest(key.public_bytes, self._keys[v].mask_public):
+                raise ProtocolAborted(
+                    Stage.UNMASK.value,
+                    AbortReason.RECONSTRUCTION_FAILED,
+                    f"rebuilt masking key of client {v} does not match its advertised key",
+                )
+            for u in self.graph.neighbors(v):
+                if u in survivor_set:
+                    pair_seeds.append(
+                        secagg.derive_shared_key(
+                            key,
+                            self._keys[u].mask_public,
+                            label=binding.MASK_KEY_LABEL,
+                            context=self.session_id,
+                        )
+                    )
+                    # u added +mask if u < v, -mask otherwise; take it back out.
+                    pair_signs.append(-1 if u < v else 1)
+        secagg.add_masks(
+            acc, pair_seeds, pair_signs, bits=bits, domain=binding.PAIRWISE_MASK_DOMAIN
+        )
+        if bits not in (32, 64):
+            np.bitwise_and(acc, acc.dtype.type(secagg.ring_mask(bits)), out=acc)
+        acc.flags.writeable = False
+        self._output = AggregateOutput(acc, survivors)
+        self.finished = True
