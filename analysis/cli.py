@@ -15,7 +15,12 @@ from collections.abc import Sequence
 from importlib import metadata
 
 # Modules that contribute subcommands; each has ``register(subparsers)``.
-_COMMAND_MODULES = ("analysis.commands.demo",)
+_COMMAND_MODULES = (
+    "analysis.commands.demo",
+    "analysis.commands.epsilon",
+    "analysis.commands.calibrate",
+    "analysis.commands.audit",
+)
 
 EXIT_USAGE = 2
 
@@ -29,10 +34,11 @@ def _version() -> str:
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
     """The typed error roots of every layer: these are the user's mistakes to report."""
+    from dp.errors import DPError
     from protocols.errors import ProtocolError
     from secagg.errors import SecAggError
 
-    return (ProtocolError, SecAggError)
+    return (DPError, ProtocolError, SecAggError)
 
 
 def build_parser() -> argparse.ArgumentParser:

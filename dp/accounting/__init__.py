@@ -1,0 +1,43 @@
+"""Privacy accounting: backends that interpret :mod:`dp.events`, and the function API.
+
+Backends (one file each, sharing :class:`~dp.accounting.base.Accountant`):
+
+- ``"pld"`` — :class:`~dp.accounting.pld.PldAccountant`: tight, certified bracket, Gaussian
+  mechanisms (Poisson-subsampled, heterogeneous phases);
+- ``"rdp"`` — :class:`~dp.accounting.rdp.RdpAccountant`: every event type, including the
+  distributed discrete Gaussian and Skellam sums;
+- ``"auto"`` — :class:`~dp.accounting.auto.AutoAccountant`: PLD when every event allows it,
+  RDP otherwise (the backend used is reported with each answer).
+"""
+
+from __future__ import annotations
+
+from dp.accounting.auto import AutoAccountant
+from dp.accounting.base import Accountant, EpsilonBracket, SampledMechanism, normalize
+from dp.accounting.pld import PldAccountant
+from dp.accounting.rdp import RdpAccountant, RdpOrderWarning
+from dp.calibrate import (
+    calibrate_noise,
+    epsilon,
+    epsilon_bracket,
+    make_accountant,
+    max_sampling_rate,
+    max_steps,
+)
+
+__all__ = [
+    "Accountant",
+    "AutoAccountant",
+    "EpsilonBracket",
+    "PldAccountant",
+    "RdpAccountant",
+    "RdpOrderWarning",
+    "SampledMechanism",
+    "calibrate_noise",
+    "epsilon",
+    "epsilon_bracket",
+    "make_accountant",
+    "max_sampling_rate",
+    "max_steps",
+    "normalize",
+]
