@@ -17,6 +17,7 @@ from importlib import metadata
 # Modules that contribute subcommands; each has ``register(subparsers)``.
 _COMMAND_MODULES = (
     "analysis.commands.demo",
+    "analysis.commands.train",
     "analysis.commands.epsilon",
     "analysis.commands.calibrate",
     "analysis.commands.audit",
@@ -36,9 +37,10 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     """The typed error roots of every layer: these are the user's mistakes to report."""
     from dp.errors import DPError
     from protocols.errors import ProtocolError
+    from recsys.errors import RecsysError
     from secagg.errors import SecAggError
 
-    return (DPError, ProtocolError, SecAggError)
+    return (DPError, ProtocolError, RecsysError, SecAggError)
 
 
 def build_parser() -> argparse.ArgumentParser:

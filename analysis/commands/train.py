@@ -1,0 +1,437 @@
+"""``privagg train``: federated recommender training with secure aggregation and DP.
+
+Trains on the synthetic default (always labelled SYNTHETIC) or on a ratings file/folder
+(MovieLens 100K/1M/10M/20M/25M/latest or a generic CSV), evaluates with full-ranking
+HR@10/NDCG@10 on the temporal leave-last-out split, and writes into ``--out``:
+``metrics.csv`` (per release: ε so far, HR@10, NDCG@10, seconds, bytes), ``ledger.sqlite``
+(every release's privacy event), ``summary.json`` (configuration, privacy report card,
+final metrics with bootstrap intervals, baselines) and ``training.png`` (metric and ε over
+rounds). Bad arguments give one line and exit code 2 before anything is written; files
+are written to a temporary folder and moved into place only when training succeeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from typing import Any, Literal
+
+import numpy as np
+
+from dp.rng import NonSecureRandomnessWarning
+from recsys import baselines
+from recsys.data import Ratings, load_ratings, synthetic_ratings
+from recsys.errors import ConfigError
+from recsys.features import item_features
+from recsys.federated import FCFConfig, FeatureModelConfig
+from recsys.metrics import RankingReport, evaluate_ranking, paired_test
+from recsys.recommender import (
+    MODEL_KINDS,
+    RESIDUAL_MIN_USERS,
+    ModelConfig,
+    choose_model_kind,
+)
+from recsys.silo import SiloConfig
+from recsys.split import Split, leave_last_out
+from recsys.trainer import (
+    PRIVACY_MODES,
+    SECAGG_MODES,
+    RoundRecord,
+    TrainConfig,
+    Trainer,
+    open_ledger,
+)
+
+SYNTHETIC_USERS = 3000
+SYNTHETIC_ITEMS = 1000
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``train`` subcommand."""
+    p = subparsers.add_parser(
+        "train",
+        help="train the federated recommender (SecAgg + distributed DP) and report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--data", default="synthetic", help="'synthetic' (default) or a ratings file/folder"
+    )
+    p.add_argument("--privacy", choices=PRIVACY_MODES, default="distributed")
+    p.add_argument("--epsilon", type=float, default=8.0, help="target ε (8)")
+    p.add_argument("--delta", type=float, default=1e-4, help="target δ (1e-4)")
+    p.add_argument(
+        "--rounds", type=int, default=5, help="FCF rounds after the popularity release (5)"
+    )
+    p.add_argument(
+        "--cohort",
+        type=int,
+        default=None,
+        help="expected devices per round, Poisson-sampled (default: everyone)",
+    )
+    p.add_argument("--secagg", choices=SECAGG_MODES, default="plus")
+    p.add_argument("--dropout", type=float, default=0.1, help="dropout rate per round (0.1)")
+    p.add_argument("--seed", type=int, default=0, help="simulation seed (data, dropouts)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--model",
+        choices=("auto", *MODEL_KINDS),
+        default="auto",
+        help="auto (default): popfeat + FCF residual without DP or for >= "
+        f"{RESIDUAL_MIN_USERS} users, popfeat alone under DP below that",
+    )
+    p.add_argument(
+        "--popularity-share",
+        type=float,
+        default=0.5,
+        help="share of ε the popularity release would spend alone (0.5)",
+    )
+    p.add_argument("--cap", type=int, default=20, help="items per user in the popularity release")
+    p.add_argument("--dim", type=int, default=4, help="FCF factor dimension (4)")
+    p.add_argument(
+        "--active-items",
+        type=int,
+        default=300,
+        help="FCF residual trains on the N most popular items (300; 0 = all)",
+    )
+    p.add_argument("--residual-weight", type=float, default=0.2)
+    p.add_argument("--optimizer", choices=("fedavg", "momentum", "adam"), default="adam")
+    p.add_argument("--lr", type=float, default=0.03, help="server learning rate (0.03)")
+    p.add_argument("--clip", type=float, default=1.0, help="FCF upload L2 clip norm (1.0)")
+    p.add_argument(
+        "--mechanism", choices=("discrete_gaussian", "skellam"), default="discrete_gaussian"
+    )
+    p.add_argument("--eval-every", type=int, default=1, help="evaluate every N releases (1)")
+    p.add_argument(
+        "--holdout",
+        choices=("test", "validation"),
+        default="test",
+        help="evaluate on the test item or the validation item (for tuning)",
+    )
+    p.add_argument("--users", type=int, default=SYNTHETIC_USERS, help="synthetic users")
+    p.add_argument("--items", type=int, default=SYNTHETIC_ITEMS, help="synthetic items")
+    p.add_argument(
+        "--silo-users",
+        type=int,
+        default=0,
+        help="a silo (one organization) holds these users' logs and trains with Opacus "
+        "DP-SGD (record-level DP, its own ledger); its item factors warm-start FCF (0 = off)",
+    )
+    p.add_argument("--silo-noise", type=float, default=1.0, help="silo DP-SGD noise multiplier")
+    p.add_argument("--silo-epochs", type=int, default=2, help="silo DP-SGD epochs")
+    p.add_argument("--no-baselines", action="store_true", help="skip the baselines")
+    p.add_argument(
+        "--simulation-noise",
+        action="store_true",
+        help="seeded NON-SECURE noise generator (bit-identical reruns; testing)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.privacy != "none":
+        if not (math.isfinite(args.epsilon) and args.epsilon > 0):
+            raise ConfigError(f"--epsilon must be positive and finite, got {args.epsilon}")
+        if not (0 < args.delta < 1):
+            raise ConfigError(f"--delta must lie in (0, 1), got {args.delta}")
+    if args.silo_users < 0 or args.silo_users == 1:
+        raise ConfigError("--silo-users must be 0 or at least 2")
+    if args.rounds < 0:
+        raise ConfigError("--rounds must be non-negative")
+    if not 0 <= args.dropout < 1:
+        raise ConfigError(f"--dropout must lie in [0, 1), got {args.dropout}")
+    if args.cohort is not None and args.cohort < 2:
+        raise ConfigError("--cohort must be at least 2")
+    if args.data == "synthetic" and (args.users < 2 or args.items < 11):
+        raise ConfigError("--users must be >= 2 and --items >= 11 for synthetic data")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise ConfigError(f"--out {args.out} exists and is not a folder")
+
+
+def _load(args: argparse.Namespace) -> Ratings:
+    if args.data == "synthetic":
+        return synthetic_ratings(args.users, args.items, seed=args.seed)
+    return load_ratings(args.data)
+
+
+def _configs(args: argparse.Namespace, num_users: int) -> TrainConfig:
+    fcf = FCFConfig(
+        dim=args.dim,
+        clip_norm=args.clip,
+        optimizer=args.optimizer,
+        learning_rate=args.lr,
+        residual_weight=args.residual_weight,
+        active_items=args.active_items if args.active_items > 0 and args.model != "fcf" else None,
+    )
+    kind = choose_model_kind(args.privacy, num_users) if args.model == "auto" else args.model
+    model = ModelConfig(kind=kind, cap=args.cap, features=FeatureModelConfig(), fcf=fcf)
+    return TrainConfig(
+        privacy=args.privacy,
+        epsilon=args.epsilon,
+        delta=args.delta,
+        rounds=args.rounds,
+        cohort=args.cohort,
+        secagg=args.secagg,
+        dropout=args.dropout,
+        seed=args.seed,
+        popularity_share=args.popularity_share,
+        eval_every=args.eval_every,
+        mechanism=args.mechanism,
+        simulation_noise=args.simulation_noise,
+        model=model,
+        silo_users=args.silo_users,
+        silo=SiloConfig(
+            dim=args.dim,
+            epochs=args.silo_epochs,
+            noise_multiplier=args.silo_noise,
+            seed=args.seed,
+        ),
+    )
+
+
+def _baselines(split: Split, config: TrainConfig, final: RankingReport) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    train = split.train
+    pop = evaluate_ranking(baselines.popularity(train), split)
+    out["popularity (non-private)"] = {"HR@10": pop.hr, "NDCG@10": pop.ndcg}
+    if config.privacy != "none":
+        # the research anchor (<= 50 random items per user) and the model's own capping rule
+        anchors: tuple[tuple[int, Literal["recent", "random"]], ...] = (
+            (50, "random"),
+            (config.model.cap, "recent"),
+        )
+        for cap, mode in anchors:
+            scores, _, _, z = baselines.private_popularity(
+                train,
+                cap=cap,
+                epsilon=config.epsilon,
+                delta=config.delta,
+                mode=mode,
+                rng=np.random.default_rng(config.seed),
+            )
+            dpp = evaluate_ranking(scores, split)
+            diff, p = paired_test(final.per_user("hr"), dpp.per_user("hr"))
+            out[f"DP capped popularity (ε={config.epsilon:g}, {cap} {mode})"] = {
+                "HR@10": dpp.hr,
+                "NDCG@10": dpp.ndcg,
+                "noise_multiplier": z,
+                "paired_test_vs_trained": {"HR@10_difference": diff, "p_value": p},
+            }
+    als = evaluate_ranking(
+        baselines.als(train, factors=32, reg=0.1, alpha=1.0, iterations=15, seed=config.seed), split
+    )
+    out["central ALS (non-private)"] = {"HR@10": als.hr, "NDCG@10": als.ndcg}
+    return out
+
+
+_CSV_FIELDS = (
+    "round",
+    "task",
+    "epsilon",
+    "hr10",
+    "ndcg10",
+    "seconds",
+    "bytes_up",
+    "bytes_down",
+    "sampled",
+    "included",
+    "dropped",
+    "noise_multiplier",
+    "local_seconds",
+    "encode_seconds",
+    "secagg_seconds",
+    "decode_seconds",
+)
+
+
+def _write_metrics(path: str, records: tuple[RoundRecord, ...]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(_CSV_FIELDS)
+        for r in records:
+            writer.writerow(
+                [
+                    r.round,
+                    r.task,
+                    f"{r.epsilon:.6g}",
+                    "" if r.hr is None else f"{r.hr:.6f}",
+                    "" if r.ndcg is None else f"{r.ndcg:.6f}",
+                    f"{r.seconds:.4f}",
+                    r.bytes_up,
+                    r.bytes_down,
+                    r.sampled,
+                    r.included,
+                    r.dropped,
+                    f"{r.noise_multiplier:.6g}",
+                    f"{r.local_seconds:.4f}",
+                    f"{r.encode_seconds:.4f}",
+                    f"{r.secagg_seconds:.4f}",
+                    f"{r.decode_seconds:.4f}",
+                ]
+            )
+
+
+def _plot(path: str, records: tuple[RoundRecord, ...], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rounds = [r.round for r in records if r.hr is not None]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(rounds, [r.hr for r in records if r.hr is not None], "o-", label="HR@10")
+    ax.plot(rounds, [r.ndcg for r in records if r.ndcg is not None], "s-", label="NDCG@10")
+    ax.set_xlabel("release (round)")
+    ax.set_ylabel("full-ranking metric")
+    ax2 = ax.twinx()
+    eps = [r.epsilon if math.isfinite(r.epsilon) else np.nan for r in records]
+    ax2.plot([r.round for r in records], eps, "k--", label="ε so far")
+    ax2.set_ylabel("ε so far")
+    lines = ax.get_legend_handles_labels()
+    lines2 = ax2.get_legend_handles_labels()
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="lower right")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "inf" if value > 0 else "-inf" if value < 0 else "nan"
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return _jsonable(value.item())
+    return value
+
+
+def report_card_lines(card: dict[str, Any], extra: dict[str, Any]) -> list[str]:
+    """The privacy report card and the results beside the baselines, as printable lines."""
+    eps = card["epsilon"]
+    lines = [
+        "privacy report card",
+        f"  data          {extra['data']}",
+        f"  ε, δ          ε = {eps:.3f} (target {card['epsilon_target']}), δ = {card['delta']:g}",
+        f"  accountant    {card['accountant']}",
+        f"  mechanism     {card['mechanism']} (secure noise: {card['secure_noise']})",
+        f"  secure agg.   {card['secagg']}; dropout rate {card['dropout_rate']}, "
+        f"{card['dropped_total']} device-rounds dropped",
+        f"  releases      {card['releases']} (popularity + {card['fcf_rounds']} FCF rounds)",
+        f"  cohort        {card['cohort_expected']} of {card['population']} "
+        f"(sampling rate {card['sampling_rate']:.3g})",
+        f"  clip / noise  popularity cap {card['popularity_cap']} (z = "
+        f"{card['popularity_noise_multiplier']:.3g}); FCF clip {card['clip_norm']} "
+        f"(z = {card['round_noise_multiplier']:.3g})",
+        "  tuning        hyper-parameters chosen on the validation item / synthetic data; "
+        "search not charged to ε",
+        "results (full ranking, temporal leave-last-out)",
+        f"  trained model ({card['model']})  HR@10 {card['HR@10']:.4f}  NDCG@10 "
+        f"{card['NDCG@10']:.4f}",
+    ]
+    silo = card.get("silo")
+    if silo:
+        lines.insert(
+            10,
+            f"  silo          {silo['users']} users' {silo['records']} records, Opacus DP-SGD: "
+            f"RECORD-level ε = {silo['epsilon']:.3f} (Opacus RDP: "
+            f"{silo['epsilon_opacus_rdp']:.3f}), δ = {silo['delta']:g}; separate ledger",
+        )
+    for name, vals in extra.get("baselines", {}).items():
+        lines.append(f"  {name:<40} HR@10 {vals['HR@10']:.4f}  NDCG@10 {vals['NDCG@10']:.4f}")
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate, train, and write the outputs atomically."""
+    _check_args(args)
+    ratings = _load(args)
+    config = _configs(args, ratings.num_users)
+    split = leave_last_out(ratings, args.holdout)
+    if config.cohort is not None and config.cohort > ratings.num_users:
+        raise ConfigError(
+            f"--cohort {config.cohort} is larger than the population ({ratings.num_users} users)"
+        )
+    feats = item_features(ratings)
+    out_dir = os.path.abspath(args.out)
+    parent = os.path.dirname(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".privagg-train-", dir=parent)
+    try:
+        with warnings.catch_warnings():
+            if config.simulation_noise:
+                warnings.simplefilter("ignore", NonSecureRandomnessWarning)
+            silo_ledger = os.path.join(staging, "ledger_silo.sqlite") if args.silo_users else None
+            trainer = Trainer(split, feats, config, silo_ledger_path=silo_ledger)
+            ledger = open_ledger(os.path.join(staging, "ledger.sqlite"), trainer)
+            trainer.ledger = ledger
+            started = time.perf_counter()
+            result = _train_with_progress(trainer, quiet=args.quiet)
+            seconds = time.perf_counter() - started
+            extra: dict[str, Any] = {"data": ratings.label}
+            if not args.no_baselines:
+                extra["baselines"] = _baselines(split, config, result.final)
+        ledger.close()
+        _write_metrics(os.path.join(staging, "metrics.csv"), result.records)
+        _plot(
+            os.path.join(staging, "training.png"),
+            result.records,
+            f"{ratings.label[:80]} | {config.privacy}, "
+            + ("no DP (ε = ∞)" if config.privacy == "none" else f"ε={config.epsilon:g}"),
+        )
+        summary = {
+            "command": "privagg train " + " ".join(sys.argv[2:]),
+            "data": ratings.label,
+            "synthetic": ratings.synthetic,
+            "config": {k: v for k, v in vars(args).items() if k != "func"},
+            "report_card": result.report_card,
+            "final": result.final.summary(),
+            "per_user_ranks": result.final.ranks.tolist(),
+            "budget_plan": vars(result.plan) if hasattr(result.plan, "__dict__") else {},
+            "seconds": seconds,
+            "seconds_per_release": seconds / max(1, len(result.records)),
+            **{k: v for k, v in extra.items() if k != "data"},
+        }
+        with open(os.path.join(staging, "summary.json"), "w", encoding="utf-8") as fh:
+            json.dump(_jsonable(summary), fh, indent=2, sort_keys=True)
+        os.makedirs(out_dir, exist_ok=True)
+        for name in os.listdir(staging):
+            os.replace(os.path.join(staging, name), os.path.join(out_dir, name))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    for line in report_card_lines(result.report_card, extra):
+        print(line)
+    print(f"wrote {out_dir}/metrics.csv, ledger.sqlite, summary.json, training.png")
+    return 0
+
+
+def _train_with_progress(trainer: Trainer, *, quiet: bool) -> Any:
+    from tqdm import tqdm
+
+    total = sum(r for _, r in trainer.recommender.tasks(trainer.config.rounds))
+    bar = tqdm(total=total, desc="privagg train", unit="round", disable=quiet, file=sys.stderr)
+    last = {"hr": float("nan")}
+
+    def progress(rec: RoundRecord, _total: int) -> None:
+        if rec.hr is not None:
+            last["hr"] = rec.hr
+        bar.set_postfix_str(
+            f"round {rec.round} ({rec.task}) ε={rec.epsilon:.3g} HR@10={last['hr']:.4f}"
+        )
+        bar.update(1)
+
+    try:
+        return trainer.run(progress)
+    finally:
+        bar.close()

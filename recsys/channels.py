@@ -1,0 +1,352 @@
+"""Release channels: how a cohort's uploads become the one aggregate the server sees.
+
+* ``distributed`` (default): every device encodes its clipped upload with ``dp``'s
+  distributed-DP plan (rotation, scaling, conditional rounding, a discrete Gaussian or
+  Skellam noise share, reduction mod 2^b); the ring vectors are summed by
+  ``protocols.run_secagg`` (SecAgg on the full graph or SecAgg+) with simulated dropouts,
+  and the server decodes the sum. The event charged is the plan's, with the number of
+  noise shares that actually reached the sum.
+* ``central``: a trusted server; devices quantize their clipped uploads (no noise), the
+  sum goes through SecAgg as above, and the server adds Gaussian noise of std z·c with
+  ``dp.central.central_gaussian`` (lattice + exact discrete Gaussian: not porous).
+* ``none``: the exact (quantized) sum, no noise; the event is non-private (ε = ∞).
+
+``secagg="off"`` replaces the protocol by a plain modular sum of the same ring vectors —
+for speed comparisons only; every release record says so. Dropouts are simulated with a
+seeded generator (who drops is not a secret); cohort sampling and noise use the ``dp``
+noise generator (secure by default, or ``dp``'s seeded ``SimulationRng`` when asked).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+import protocols
+import secagg
+from dp.central import central_gaussian
+from dp.distributed import decode
+from dp.events import NonPrivateEvent, PoissonSampledEvent, PrivacyEvent
+from dp.ledger import charged_event
+from dp.planning import DistributedDPPlan, plan_distributed_dp
+from dp.rng import NoiseRng, SecureRng, SimulationRng
+from recsys.encoding import encode_cohort
+from recsys.errors import ConfigError, ReleaseAborted
+
+IntArray = NDArray[np.int64]
+FloatArray = NDArray[np.float64]
+BoolArray = NDArray[np.bool_]
+
+UploadFn = Callable[[int, int], FloatArray]
+"""``(lo, hi) -> uploads`` of devices ``lo..hi-1`` of the cohort."""
+
+__all__ = ["Channel", "ChannelSpec", "Release", "UploadFn", "make_channel"]
+
+_TOP53 = np.uint64(11)
+# Scale of the noiseless quantization used by the "none" and "central" modes: 2^-20 of a
+# clip norm per step keeps the rounding error far below any DP noise, and the ring width is
+# chosen so that the sum of the cohort cannot wrap.
+_PLAIN_STEPS_PER_CLIP = float(1 << 20)
+
+
+@dataclass(frozen=True)
+class ChannelSpec:
+    """How releases are made (a projection of the trainer configuration)."""
+
+    privacy: Literal["none", "central", "distributed"]
+    secagg: Literal["full", "plus", "off"]
+    dropout: float
+    mechanism: Literal["discrete_gaussian", "skellam"]
+    bits: int
+    delta: float
+    seed: int
+    simulation_noise: bool
+    group_size: int = 5000
+
+
+@dataclass(frozen=True)
+class Release:
+    """The server's view of one round: the decoded (noisy) sum and what it cost."""
+
+    total: FloatArray
+    included: int
+    dropped: int
+    event: PrivacyEvent
+    planned_event: PrivacyEvent
+    included_positions: tuple[int, ...]
+    bytes_up: int
+    bytes_down: int
+    encode_seconds: float
+    secagg_seconds: float
+    decode_seconds: float
+    note: str
+
+
+def _uniform(rng: NoiseRng, n: int) -> FloatArray:
+    return (rng.words(n) >> _TOP53).astype(np.float64) * 2.0**-53
+
+
+class Channel:
+    """Encodes, securely aggregates and decodes; also samples cohorts and models events."""
+
+    def __init__(self, spec: ChannelSpec) -> None:
+        self.spec = spec
+        self.rng: NoiseRng = SimulationRng(spec.seed) if spec.simulation_noise else SecureRng()
+        self._dropouts = np.random.default_rng([spec.seed, 0xD0])
+        self._plans: dict[tuple[int, float, float, int], DistributedDPPlan] = {}
+
+    @property
+    def mechanism_name(self) -> str:
+        """Human-readable name of the noise mechanism."""
+        if self.spec.privacy == "none":
+            return "none"
+        if self.spec.privacy == "central":
+            return "central Gaussian (trusted server)"
+        name = "discrete Gaussian" if self.spec.mechanism == "discrete_gaussian" else "Skellam"
+        return f"distributed {name} under SecAgg"
+
+    # ------------------------------------------------------------------ sampling and planning
+    def sample(self, population: int, rate: float) -> BoolArray:
+        """Poisson sampling: each device joins independently with probability ``rate``."""
+        if not 0 < rate <= 1:
+            raise ConfigError("sampling rate must lie in (0, 1]")
+        chosen: BoolArray = _uniform(self.rng, population) < rate
+        return chosen
+
+    def min_contributors(self, expected: int) -> int:
+        """Noise shares the plan guarantees: the expected survivors minus 4 standard
+        deviations of the dropout count (the event is re-stated if fewer arrive)."""
+        p = self.spec.dropout
+        survivors = expected * (1.0 - p) - 4.0 * math.sqrt(expected * p * (1.0 - p))
+        return max(1, min(expected, math.floor(survivors)))
+
+    def plan(
+        self, dimension: int, clip_norm: float, noise_multiplier: float, expected: int
+    ) -> DistributedDPPlan:
+        """The distributed-DP plan of a release (cached: identical rounds share one plan)."""
+        key = (dimension, clip_norm, noise_multiplier, expected)
+        if key not in self._plans:
+            self._plans[key] = plan_distributed_dp(
+                dimension=dimension,
+                expected_contributors=expected,
+                min_contributors=self.min_contributors(expected),
+                max_contributors=expected + math.ceil(6 * math.sqrt(expected)) + 8,
+                clip_norm=clip_norm,
+                noise_multiplier=noise_multiplier,
+                bits=self.spec.bits,
+                mechanism="ddg" if self.spec.mechanism == "discrete_gaussian" else "skellam",
+            )
+        return self._plans[key]
+
+    def planned_event(
+        self, dimension: int, clip_norm: float, noise_multiplier: float, expected: int
+    ) -> PrivacyEvent:
+        """The event one release at this noise would produce (before sampling)."""
+        secure = self.rng.secure
+        if self.spec.privacy == "none":
+            return NonPrivateEvent()
+        if self.spec.privacy == "central":
+            # the event of dp's central path depends only on (Δ, z, d): probe it on zeros
+            _, probe = central_gaussian(
+                np.zeros(dimension),
+                l2_sensitivity=clip_norm,
+                noise_multiplier=noise_multiplier,
+                rng=SecureRng(),
+            )
+            return dataclasses.replace(probe, secure=secure)
+        return self.plan(dimension, clip_norm, noise_multiplier, expected).event(secure=secure)
+
+    # ------------------------------------------------------------------ one release
+    def _drops(self, n: int) -> tuple[list[int], list[int]]:
+        """Who vanishes: before sending the masked input (excluded) or during unmasking
+        (included; the protocol recovers its mask). Half of the dropouts each."""
+        if self.spec.dropout <= 0:
+            return [], []
+        gone = np.flatnonzero(self._dropouts.random(n) < self.spec.dropout)
+        late = self._dropouts.random(len(gone)) < 0.5
+        return gone[~late].tolist(), gone[late].tolist()
+
+    def _secagg_config(self, n: int, max_abs: int | None) -> protocols.SecAggConfig:
+        p = self.spec.dropout
+        bits = self.spec.bits if self.spec.privacy == "distributed" else self._plain_bits(n)
+        if self.spec.secagg == "plus":
+            try:
+                return protocols.SecAggConfig.plus(n, dropout_rate=p, bits=bits)
+            except protocols.ConfigError:
+                pass  # cohort too small for a sparse graph: the full graph is the answer
+        return protocols.SecAggConfig(n, n // 2 + 1, bits=bits, dropout_rate=p)
+
+    @staticmethod
+    def _plain_bits(n: int) -> int:
+        return min(62, secagg.required_bits(n, int(_PLAIN_STEPS_PER_CLIP) + 1) + 1)
+
+    def _sum(
+        self, ring: NDArray[np.uint64], bits: int, round_index: int
+    ) -> tuple[NDArray[np.uint64], tuple[int, ...], int, int, float]:
+        """Modular sum over survivors: (total, included positions, up, down, seconds)."""
+        n = ring.shape[0]
+        early, late = self._drops(n)
+        start = time.perf_counter()
+        if self.spec.secagg == "off":
+            keep = np.ones(n, dtype=bool)
+            keep[early] = False
+            total = secagg.ring_sum(ring[keep], bits)
+            nbytes = int(keep.sum()) * ring.shape[1] * ((bits + 7) // 8)
+            positions = tuple(int(i) for i in np.flatnonzero(keep))
+            return total, positions, nbytes, 0, time.perf_counter() - start
+        config = self._secagg_config(n, None)
+        drop = {"mask": early, "unmask": late}
+        try:
+            result = protocols.run_secagg(
+                ring,
+                config,
+                drop=drop,
+                seed=self.spec.seed * 1_000_003 + round_index,
+                round_number=round_index,
+            )
+        except protocols.ProtocolAborted as exc:
+            raise ReleaseAborted(
+                f"round {round_index}: secure aggregation aborted ({exc})"
+            ) from exc
+        up = sum(s.upload_bytes for s in result.stages)
+        down = sum(s.download_bytes for s in result.stages)
+        return (result.total, tuple(result.included), up, down, time.perf_counter() - start)
+
+    def release(
+        self,
+        uploads: FloatArray | UploadFn,
+        *,
+        clip_norm: float,
+        noise_multiplier: float,
+        sampling_rate: float,
+        expected_clients: int,
+        round_index: int,
+        cohort_size: int | None = None,
+    ) -> Release:
+        """Run one release of a cohort's uploads and decode the aggregate.
+
+        ``uploads`` is the (n × D) upload matrix, or a function ``(lo, hi) -> uploads`` of
+        devices ``lo..hi-1`` of a cohort of ``cohort_size``: large cohorts are then computed,
+        encoded and securely aggregated in groups of at most ``spec.group_size`` devices
+        (one SecAgg instance each), and only the modular sum of the group sums is decoded.
+        """
+        if callable(uploads):
+            if cohort_size is None:
+                raise ConfigError("cohort_size is required with an upload function")
+            n, upload_fn = cohort_size, uploads
+        else:
+            matrix = uploads
+            n, upload_fn = matrix.shape[0], lambda lo, hi: matrix[lo:hi]
+        if n < 2:
+            raise ReleaseAborted(f"round {round_index}: only {n} device(s) in the cohort")
+        group = max(2, self.spec.group_size)
+        bounds = [(lo, min(n, lo + group)) for lo in range(0, n, group)]
+        if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < 2:  # no lone device
+            bounds[-2] = (bounds[-2][0], n)
+            bounds.pop()
+        rotation_seed = (self.spec.seed << 20) ^ round_index
+        secure = self.rng.secure
+        note = (
+            "secagg=off: plain sum (speed comparison only)"
+            if self.spec.secagg == "off"
+            else f"secagg={self.spec.secagg}"
+        )
+        distributed = self.spec.privacy == "distributed"
+        plan: DistributedDPPlan | None = None
+        scale = 0.0
+        total: NDArray[np.uint64] | None = None
+        positions: list[int] = []
+        enc_s = sa_s = 0.0
+        up = down = 0
+        dim = -1
+        bits = self.spec.bits if distributed else self._plain_bits(n)
+        for lo, hi in bounds:
+            block = np.asarray(upload_fn(lo, hi), dtype=np.float64)
+            t0 = time.perf_counter()
+            if dim < 0:
+                dim = block.shape[1]
+                if distributed:
+                    plan = self.plan(dim, clip_norm, noise_multiplier, expected_clients)
+                    if n > plan.max_contributors:
+                        raise ReleaseAborted(
+                            f"round {round_index}: {n} devices exceed the ring plan "
+                            f"({plan.max_contributors})"
+                        )
+                else:
+                    scale = _PLAIN_STEPS_PER_CLIP / clip_norm
+            if block.shape != (hi - lo, dim):
+                raise ConfigError(f"uploads of devices {lo}..{hi} have shape {block.shape}")
+            if plan is not None:
+                encoded = encode_cohort(block, plan, rotation_seed=rotation_seed, rng=self.rng)
+                ring = encoded.astype(secagg.ring_dtype(bits))  # values are already < 2^bits
+            else:
+                # noiseless fixed point; rows are already L2-clipped, so |x_j| <= clip
+                clipped = np.clip(block, -clip_norm, clip_norm) * scale
+                floor = np.floor(clipped)
+                frac = clipped - floor
+                up_round = _uniform(self.rng, clipped.size).reshape(clipped.shape) < frac
+                ring = secagg.to_ring(floor.astype(np.int64) + up_round, bits)
+            enc_s += time.perf_counter() - t0
+            part, pos, u_bytes, d_bytes, seconds = self._sum(ring, bits, round_index * 7919 + lo)
+            total = part if total is None else secagg.ring_add(total, part, bits)
+            positions.extend(lo + p for p in pos)
+            up += u_bytes
+            down += d_bytes
+            sa_s += seconds
+        assert total is not None
+        included = len(positions)
+        t0 = time.perf_counter()
+        if plan is not None:
+            values, report = decode(
+                total, plan, rotation_seed=rotation_seed, num_contributors=included, strict=False
+            )
+            planned: PrivacyEvent = plan.event(secure=secure)
+            if sampling_rate < 1.0:
+                planned = PoissonSampledEvent(sampling_rate, planned)
+            # Fewer noise shares than planned: charge what the aggregate really contains.
+            charged = charged_event(planned, "released", included)
+            if not report.meets_plan:
+                note += "; fewer noise shares than planned"
+        else:
+            values = secagg.centered_lift(total, bits).astype(np.float64) / scale
+            planned = NonPrivateEvent()
+            if self.spec.privacy == "central":
+                values, central_event = central_gaussian(
+                    values,
+                    l2_sensitivity=clip_norm,
+                    noise_multiplier=noise_multiplier,
+                    rng=self.rng,
+                )
+                planned = central_event
+                if sampling_rate < 1.0:
+                    planned = PoissonSampledEvent(sampling_rate, planned)
+            charged = planned
+        dec_s = time.perf_counter() - t0
+        return Release(
+            total=values,
+            included=included,
+            dropped=n - included,
+            event=charged,
+            planned_event=planned,
+            included_positions=tuple(positions),
+            bytes_up=up,
+            bytes_down=down,
+            encode_seconds=enc_s,
+            secagg_seconds=sa_s,
+            decode_seconds=dec_s,
+            note=note,
+        )
+
+
+def make_channel(spec: ChannelSpec) -> Channel:
+    """Build the channel of a specification."""
+    if spec.privacy not in ("none", "central", "distributed"):
+        raise ConfigError(f"unknown privacy mode {spec.privacy!r}")
+    return Channel(spec)

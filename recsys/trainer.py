@@ -1,0 +1,427 @@
+"""The federated trainer: composes devices, DP encoding, secure aggregation and accounting.
+
+Per round: Poisson-sample a cohort (rate q = cohort / num_users, the rate the accountant
+amplifies; q = 1 without a cohort) → local update on every sampled device, vectorised
+over the cohort → clip → release through the channel of the privacy mode (distributed-DP
+encode → SecAgg / SecAgg+ with simulated dropouts → decode, or the central / non-private
+variants) → server step → ledger entry → periodic evaluation.
+
+Releases: the popularity release first (when the model uses it), then the FCF rounds.
+The budget split is explicit: the popularity release alone would spend
+``popularity_share · ε``; the rounds get the noise that makes the composition of everything
+reach ε exactly (calibrated by the ``dp`` accountant). Both are recorded in the ledger.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from dp.budget import BudgetPolicy
+from dp.events import NonPrivateEvent, PoissonSampledEvent, PrivacyEvent
+from dp.ledger import PrivacyLedger
+from recsys.channels import Channel, ChannelSpec, Release, make_channel
+from recsys.errors import ConfigError, ReleaseAborted
+from recsys.federated import ClientTask
+from recsys.metrics import RankingReport, evaluate_ranking
+from recsys.privacy import BudgetPlan, plan_budget
+from recsys.recommender import FederatedRecommender, ModelConfig
+from recsys.silo import SiloConfig, SiloResult, train_silo
+from recsys.split import Split
+
+IntArray = NDArray[np.int64]
+FloatArray = NDArray[np.float64]
+
+PrivacyMode = Literal["none", "central", "distributed"]
+SecAggMode = Literal["full", "plus", "off"]
+PRIVACY_MODES: tuple[str, ...] = ("none", "central", "distributed")
+SECAGG_MODES: tuple[str, ...] = ("full", "plus", "off")
+
+__all__ = [
+    "PRIVACY_MODES",
+    "SECAGG_MODES",
+    "RoundRecord",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "open_ledger",
+]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run (and goes into the summary and the ledger).
+
+    ``rounds`` counts the FCF rounds after the popularity release; ``cohort`` is the expected
+    number of devices per round (Poisson sampling), ``None`` for full participation.
+    ``group_size`` caps the devices of one SecAgg instance (larger cohorts are aggregated in
+    groups whose sums are added before decoding). ``simulation_noise`` swaps the secure
+    noise generator for ``dp``'s seeded, explicitly non-secure one, making runs
+    bit-identical for a seed (tests, reproductions); the ledger and the report card say so.
+    """
+
+    privacy: PrivacyMode = "distributed"
+    epsilon: float = 8.0
+    delta: float = 1e-4
+    rounds: int = 20
+    cohort: int | None = None
+    secagg: SecAggMode = "plus"
+    dropout: float = 0.1
+    seed: int = 0
+    popularity_share: float = 0.5
+    eval_every: int = 5
+    mechanism: Literal["discrete_gaussian", "skellam"] = "discrete_gaussian"
+    bits: int = 32
+    simulation_noise: bool = False
+    group_size: int = 5000
+    model: ModelConfig = field(default_factory=ModelConfig)
+    silo_users: int = 0
+    silo: SiloConfig = field(default_factory=SiloConfig)
+
+    def __post_init__(self) -> None:
+        if self.privacy not in PRIVACY_MODES:
+            raise ConfigError(f"privacy must be one of {PRIVACY_MODES}, got {self.privacy!r}")
+        if self.secagg not in SECAGG_MODES:
+            raise ConfigError(f"secagg must be one of {SECAGG_MODES}, got {self.secagg!r}")
+        if self.privacy != "none":
+            if not (self.epsilon > 0 and math.isfinite(self.epsilon)):
+                raise ConfigError(f"epsilon must be positive and finite, got {self.epsilon}")
+            if not 0 < self.delta < 1:
+                raise ConfigError(f"delta must lie in (0, 1), got {self.delta}")
+        if self.rounds < 0:
+            raise ConfigError("rounds must be non-negative")
+        if self.cohort is not None and self.cohort < 2:
+            raise ConfigError("cohort must be at least 2 (secure aggregation needs company)")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout must lie in [0, 1), got {self.dropout}")
+        if not 0 < self.popularity_share < 1:
+            raise ConfigError("popularity_share must lie in (0, 1)")
+        if self.eval_every < 0:
+            raise ConfigError("eval_every must be non-negative")
+        if self.silo_users < 0 or self.silo_users == 1:
+            raise ConfigError("silo_users must be 0 (no silo) or at least 2")
+        if self.silo_users and self.silo.dim != self.model.fcf.dim:
+            raise ConfigError("the silo's dimension must equal the FCF dimension")
+        if self.group_size < 2:
+            raise ConfigError("group_size must be at least 2")
+        if self.mechanism not in ("discrete_gaussian", "skellam"):
+            raise ConfigError("mechanism must be discrete_gaussian or skellam")
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """One release: what happened, what it cost, how the model scored after it."""
+
+    round: int
+    task: str
+    sampled: int
+    included: int
+    dropped: int
+    epsilon: float
+    noise_multiplier: float
+    hr: float | None
+    ndcg: float | None
+    seconds: float
+    local_seconds: float
+    encode_seconds: float
+    secagg_seconds: float
+    decode_seconds: float
+    bytes_up: int
+    bytes_down: int
+
+    def as_row(self) -> dict[str, Any]:
+        """A flat dict (for ``metrics.csv``)."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Per-round records, the final evaluation and the privacy report card."""
+
+    records: tuple[RoundRecord, ...]
+    final: RankingReport
+    report_card: dict[str, Any]
+    plan: BudgetPlan
+    recommender: FederatedRecommender
+
+
+ProgressFn = Callable[[RoundRecord, int], None]
+
+
+class Trainer:
+    """Runs a :class:`TrainConfig` on a split; the ledger (if given) receives every release.
+
+    Use :func:`open_ledger` to create a ``dp`` ledger whose budget policy and run id state
+    the configuration (including the budget split).
+    """
+
+    def __init__(
+        self,
+        split: Split,
+        features: FloatArray,
+        config: TrainConfig,
+        *,
+        ledger: PrivacyLedger | None = None,
+        silo_ledger_path: str | None = None,
+    ) -> None:
+        n = split.train.num_users
+        if config.cohort is not None and config.cohort > n:
+            raise ConfigError(f"cohort {config.cohort} is larger than the population ({n} users)")
+        if n < 2:
+            raise ConfigError("training needs at least 2 users")
+        self.split = split
+        self.config = config
+        self.num_users = n
+        self.sampling_rate = 1.0 if config.cohort is None else config.cohort / n
+        self.recommender = FederatedRecommender(
+            split.train, features, config.model, seed=config.seed
+        )
+        tasks = self.recommender.tasks(config.rounds)
+        spec = ChannelSpec(
+            privacy=config.privacy,
+            secagg=config.secagg,
+            dropout=config.dropout,
+            mechanism=config.mechanism,
+            bits=config.bits,
+            delta=config.delta,
+            seed=config.seed,
+            simulation_noise=config.simulation_noise,
+            group_size=config.group_size,
+        )
+        self.channel: Channel = make_channel(spec)
+        by_name = {t.name: t for t, _ in tasks}
+
+        def event_model(name: str, z: float, q: float) -> PrivacyEvent:
+            task = by_name[name]
+            expected = self._expected(q)
+            return self.channel.planned_event(task.upload_dim, task.clip_norm, z, expected)
+
+        self._event_model = event_model
+
+        self.plan = plan_budget(
+            privacy=config.privacy,
+            epsilon=config.epsilon,
+            delta=config.delta,
+            sampling_rate=self.sampling_rate,
+            num_popularity=sum(r for t, r in tasks if t.name == "popularity"),
+            num_rounds=sum(r for t, r in tasks if t.name != "popularity"),
+            popularity_share=config.popularity_share,
+            event_model=event_model,
+        )
+        self.ledger = ledger
+        self.silo_result: SiloResult | None = None
+        if config.silo_users:
+            if config.silo_users > n:
+                raise ConfigError(f"silo_users {config.silo_users} exceeds the population ({n})")
+            # the silo holds the logs of the first silo_users users (a partner's data set)
+            self.silo_result = train_silo(
+                split.train,
+                np.arange(config.silo_users, dtype=np.int64),
+                config.silo,
+                ledger_path=silo_ledger_path,
+            )
+            if config.model.uses_fcf:
+                self.recommender.warm_start(self.silo_result.item_factors)
+
+    def _expected(self, rate: float) -> int:
+        """Expected cohort size at a sampling rate (at least 2)."""
+        return max(2, round(rate * self.num_users))
+
+    def _cohort(self) -> IntArray:
+        everyone = np.arange(self.num_users, dtype=np.int64)
+        if self.sampling_rate >= 1.0:
+            return everyone
+        chosen = self.channel.sample(self.num_users, self.sampling_rate)
+        return everyone[chosen]
+
+    def _planned(self, task_name: str, z: float, q: float) -> PrivacyEvent:
+        event = self._event_model(task_name, z, q)
+        if q < 1.0 and not isinstance(event, NonPrivateEvent):
+            event = PoissonSampledEvent(q, event)
+        return event
+
+    def run(self, progress: ProgressFn | None = None) -> TrainResult:
+        """Train; returns the records and the final full-ranking evaluation.
+
+        With a ledger, every round is checked against its budget *before* devices are
+        sampled (``dp`` refuses an over-budget round) and recorded after the release; a
+        round whose secure aggregation aborted is recorded as aborted (charged nothing)
+        and skipped, except the popularity release, without which the model cannot go on.
+        """
+        records: list[RoundRecord] = []
+        tasks = self.recommender.tasks(self.config.rounds)
+        total_rounds = sum(r for _, r in tasks)
+        round_index = 0
+        events: list[PrivacyEvent] = []
+        for task, rounds in tasks:
+            z = self.plan.popularity_noise if task.name == "popularity" else self.plan.round_noise
+            # the popularity release always uses every device: it is one shot
+            q = 1.0 if task.name == "popularity" else self.sampling_rate
+            planned = self._planned(task.name, z, q)
+            for _ in range(rounds):
+                round_index += 1
+                start = time.perf_counter()
+                if self.ledger is not None:
+                    self.ledger.check_round(planned)
+                cohort = (
+                    np.arange(self.num_users, dtype=np.int64)
+                    if task.name == "popularity"
+                    else self._cohort()
+                )
+                if len(cohort) < 2:
+                    if self.ledger is not None:
+                        self.ledger.record_round(
+                            round_index=round_index,
+                            event=planned,
+                            cohort_size=len(cohort),
+                            status="aborted",
+                        )
+                    continue
+                local_s = 0.0
+
+                def uploads(
+                    lo: int, hi: int, task: ClientTask = task, cohort: IntArray = cohort
+                ) -> FloatArray:
+                    nonlocal local_s
+                    t0 = time.perf_counter()
+                    out = task.local_updates(
+                        self.recommender.fleet, self.recommender.server, cohort[lo:hi]
+                    )
+                    local_s += time.perf_counter() - t0
+                    return out
+
+                expected = q * self.num_users
+                try:
+                    release: Release = self.channel.release(
+                        uploads,
+                        clip_norm=task.clip_norm,
+                        noise_multiplier=z,
+                        sampling_rate=q,
+                        expected_clients=self._expected(q),
+                        round_index=round_index,
+                        cohort_size=len(cohort),
+                    )
+                except ReleaseAborted:
+                    if self.ledger is not None:
+                        self.ledger.record_round(
+                            round_index=round_index,
+                            event=planned,
+                            cohort_size=len(cohort),
+                            status="aborted",
+                        )
+                    if task.name == "popularity":
+                        raise
+                    continue
+                task.server_step(self.recommender.server, release.total, expected)
+                self.recommender.after_step(task)
+                events.append(release.event)
+                if self.ledger is not None:
+                    self.ledger.record_round(
+                        round_index=round_index,
+                        event=release.planned_event,
+                        cohort_size=len(cohort),
+                        survivors=release.included,
+                        participants=[f"user{cohort[i]}" for i in release.included_positions],
+                    )
+                    eps = float(self.ledger.epsilon)
+                else:
+                    eps = self.plan.epsilon_of(events)
+                hr = ndcg = None
+                every = self.config.eval_every
+                if round_index == total_rounds or (every and round_index % every == 0):
+                    rep = evaluate_ranking(self.recommender.scores, self.split)
+                    hr, ndcg = rep.hr, rep.ndcg
+                rec = RoundRecord(
+                    round=round_index,
+                    task=task.name,
+                    sampled=len(cohort),
+                    included=release.included,
+                    dropped=release.dropped,
+                    epsilon=eps,
+                    noise_multiplier=z,
+                    hr=hr,
+                    ndcg=ndcg,
+                    seconds=time.perf_counter() - start,
+                    local_seconds=local_s,
+                    encode_seconds=release.encode_seconds,
+                    secagg_seconds=release.secagg_seconds,
+                    decode_seconds=release.decode_seconds,
+                    bytes_up=release.bytes_up,
+                    bytes_down=release.bytes_down,
+                )
+                records.append(rec)
+                if progress is not None:
+                    progress(rec, total_rounds)
+        final = evaluate_ranking(self.recommender.scores, self.split)
+        card = self.report_card(records, final)
+        return TrainResult(tuple(records), final, card, self.plan, self.recommender)
+
+    def report_card(self, records: list[RoundRecord], final: RankingReport) -> dict[str, Any]:
+        """The privacy report card: ε, δ, accountant, rounds, cohort, clip, noise, dropouts."""
+        c = self.config
+        m = c.model
+        return {
+            "epsilon": records[-1].epsilon if records else 0.0,
+            "epsilon_target": c.epsilon if c.privacy != "none" else math.inf,
+            "delta": c.delta,
+            "privacy": c.privacy,
+            "adjacency": "user-level add/remove (a user's whole history)",
+            "accountant": self.plan.accountant,
+            "mechanism": self.channel.mechanism_name,
+            "secure_noise": not c.simulation_noise,
+            "secagg": c.secagg,
+            "releases": len(records),
+            "fcf_rounds": sum(1 for r in records if r.task != "popularity"),
+            "cohort_expected": c.cohort if c.cohort is not None else self.num_users,
+            "sampling_rate": self.sampling_rate,
+            "population": self.num_users,
+            "popularity_cap": m.cap if m.uses_popularity else None,
+            "popularity_noise_multiplier": self.plan.popularity_noise,
+            "popularity_share_of_epsilon": c.popularity_share if m.uses_fcf else 1.0,
+            "clip_norm": m.fcf.clip_norm if m.uses_fcf else None,
+            "round_noise_multiplier": self.plan.round_noise,
+            "dropout_rate": c.dropout,
+            "dropped_total": sum(r.dropped for r in records),
+            "model": m.kind,
+            "hyperparameter_search_charged": False,
+            "silo": None
+            if self.silo_result is None
+            else {
+                "unit": "record-level (Opacus DP-SGD), NOT composed with the user-level ε",
+                "users": self.silo_result.users,
+                "records": self.silo_result.records,
+                "epsilon": self.silo_result.epsilon,
+                "epsilon_opacus_rdp": self.silo_result.epsilon_opacus,
+                "delta": c.silo.delta,
+                "noise_multiplier": c.silo.noise_multiplier,
+                "sampling_rate": self.silo_result.sample_rate,
+                "steps": self.silo_result.steps,
+            },
+            "HR@10": final.hr,
+            "NDCG@10": final.ndcg,
+        }
+
+
+def open_ledger(path: str, trainer: Trainer) -> PrivacyLedger:
+    """Create the ``dp`` privacy ledger of a run at ``path`` (a new SQLite file).
+
+    The budget policy is the run's (ε, δ) (none for ``privacy="none"``); the run id records
+    the explicit budget split and the noise of both kinds of release.
+    """
+    config, plan = trainer.config, trainer.plan
+    target = None if config.privacy == "none" else config.epsilon
+    run_id = (
+        f"privagg-train privacy={config.privacy} secagg={config.secagg} model="
+        f"{config.model.kind} popularity_share={config.popularity_share:g} "
+        f"z_popularity={plan.popularity_noise:.6g} z_rounds={plan.round_noise:.6g} "
+        f"rounds={plan.num_rounds} sampling_rate={plan.sampling_rate:.6g} seed={config.seed}"
+    )
+    return PrivacyLedger.create(
+        path, policy=BudgetPolicy(delta=config.delta, target_epsilon=target), run_id=run_id
+    )
