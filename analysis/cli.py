@@ -21,6 +21,9 @@ _COMMAND_MODULES = (
     "analysis.commands.epsilon",
     "analysis.commands.calibrate",
     "analysis.commands.audit",
+    "analysis.commands.certs",
+    "analysis.commands.serve",
+    "analysis.commands.client",
 )
 
 EXIT_USAGE = 2

@@ -1,0 +1,102 @@
+"""``privagg client``: one device of a networked job (gRPC + TLS).
+
+``--data`` is a ``.npy`` integer array: one vector (the same input every round) or one row
+per round; values are reduced mod 2^bits of the job. The device authenticates every message
+with its identity key (``--key``, from ``privagg certs``) and verifies the server with
+``--ca``. ``--job`` pins the public parameters (a server announcing others is refused).
+Exit codes: 0 when the server ends the job, 3 when the server is lost or refuses this
+device (one line on stderr), 2 on usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from protocols.errors import ConfigError
+
+EXIT_NETWORK = 3
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "client",
+        help="run one device of a networked job (gRPC + TLS)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--server", required=True, metavar="HOST:PORT")
+    parser.add_argument("--data", required=True, metavar="NPY")
+    parser.add_argument("--id", type=int, required=True, dest="client_id", metavar="N")
+    parser.add_argument("--key", required=True, metavar="PEM", help="identity key")
+    parser.add_argument("--ca", required=True, metavar="PEM", help="CA of the server cert")
+    parser.add_argument("--job", metavar="JSON", help="pin the job (a serve config or job)")
+    parser.add_argument("--registry", metavar="JSON", help="client registry (malicious mode)")
+    parser.add_argument("--tls-cert", metavar="PEM", help="mTLS client certificate")
+    parser.add_argument("--tls-key", metavar="PEM", help="mTLS client key")
+    parser.add_argument("--server-name", metavar="NAME", help="name to verify the cert against")
+    parser.add_argument("--retry-seconds", type=float, default=15.0, metavar="S")
+    parser.add_argument("--quiet", action="store_true")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import secagg
+    from protocols.net import (
+        ClientTLS,
+        JobSpec,
+        TransportError,
+        load_identity_key,
+        load_registry,
+        run_device,
+    )
+
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    try:
+        values = np.load(args.data, allow_pickle=False)
+    except ValueError as exc:
+        raise ConfigError(f"{args.data} is not a .npy array ({exc})") from None
+    if values.ndim not in (1, 2) or not np.issubdtype(values.dtype, np.integer):
+        raise ConfigError(f"{args.data} must hold a 1-D or 2-D integer array")
+    expected = None
+    if args.job:
+        spec = json.loads(Path(args.job).read_text())
+        expected = JobSpec.from_mapping(spec.get("job", spec))
+    tls = ClientTLS(
+        Path(args.ca).read_bytes(),
+        Path(args.tls_cert).read_bytes() if args.tls_cert else None,
+        Path(args.tls_key).read_bytes() if args.tls_key else None,
+        args.server_name,
+    )
+
+    def inputs(round_number: int, job: JobSpec) -> Any:
+        row = values if values.ndim == 1 else values[round_number % values.shape[0]]
+        return secagg.to_ring(row, job.bits)
+
+    quiet = args.quiet
+    try:
+        report = run_device(
+            args.server,
+            args.client_id,
+            load_identity_key(args.key),
+            inputs,
+            tls,
+            expected_job=expected,
+            verify_keys=load_registry(args.registry) if args.registry else None,
+            retry_seconds=args.retry_seconds,
+            on_event=None if quiet else lambda text: print(text, flush=True),
+        )
+    except TransportError as exc:
+        print(f"privagg client: {exc}", file=sys.stderr)
+        return EXIT_NETWORK
+    rounds = ", ".join(map(str, report.rounds_completed)) or "none"
+    print(f"client {args.client_id}: job done; took part in rounds {rounds}")
+    for abort in report.aborts:
+        print(f"client {args.client_id}: aborted {abort}")
+    return 0

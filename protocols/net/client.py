@@ -1,0 +1,241 @@
+"""One device of a networked job: the unchanged :class:`~protocols.client.SecAggClient`
+driven over gRPC with TLS.
+
+:func:`run_device` says hello, checks the announced job against what the device expects,
+then long-polls: it sends its reply to the last message with the next request and gets the
+next message back. Each round gets a fresh state machine (fresh keys). Transient network
+failures are retried; a server that stays unreachable for ``retry_seconds`` (killed,
+partitioned) ends the device with a :class:`TransportError` naming the server, never a hang.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc  # type: ignore[import-untyped]
+import numpy as np
+import numpy.typing as npt
+
+import secagg
+from protocols.client import SecAggClient
+from protocols.config import Stage
+from protocols.errors import ConfigError, DecodeError
+from protocols.messages import SetupRequest, decode
+from protocols.net.errors import TransportError
+from protocols.net.wire import (
+    NO_STAGE,
+    SERVICE,
+    Exchange,
+    JobSpec,
+    ReplyStatus,
+    decode_reply,
+    decode_welcome,
+    encode_hello,
+    stage_key,
+)
+from protocols.transport import Direction, FaultHook
+
+__all__ = ["ClientTLS", "DeviceReport", "run_device"]
+
+_RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED")
+_STAGES = tuple(Stage)
+
+InputsFn = Callable[[int, JobSpec], npt.NDArray[Any]]
+"""``(round_number, job) -> ring vector`` of this device for that round."""
+
+
+@dataclass(frozen=True)
+class ClientTLS:
+    """PEM material of a device: the CA that signed the server, optional mTLS pair."""
+
+    root_ca: bytes
+    cert_chain: bytes | None = None
+    private_key: bytes | None = field(default=None, repr=False)
+    server_name: str | None = None
+
+    def credentials(self) -> Any:
+        """gRPC channel credentials."""
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.root_ca,
+            private_key=self.private_key,
+            certificate_chain=self.cert_chain,
+        )
+
+
+@dataclass(frozen=True)
+class DeviceReport:
+    """What one device did: rounds it completed its part of, and aborts it saw."""
+
+    client_id: int
+    rounds_completed: tuple[int, ...]
+    aborts: tuple[str, ...]
+
+
+class _Link:
+    """A TLS channel to the server with bounded retries of transient failures."""
+
+    def __init__(self, target: str, tls: ClientTLS, cap: int, retry_seconds: float) -> None:
+        options: list[tuple[str, str | int]] = [
+            ("grpc.max_receive_message_length", cap),
+            ("grpc.max_send_message_length", cap),
+        ]
+        if tls.server_name:
+            options.append(("grpc.ssl_target_name_override", tls.server_name))
+        self.target = target
+        self.retry_seconds = retry_seconds
+        self.channel = grpc.secure_channel(target, tls.credentials(), options=options)
+        self._hello = self.channel.unary_unary(f"/{SERVICE}/Hello")
+        self._exchange = self.channel.unary_unary(f"/{SERVICE}/Exchange")
+
+    def call(self, method: str, make_request: Callable[[], bytes], timeout: float) -> bytes:
+        stub = self._hello if method == "Hello" else self._exchange
+        last_ok = time.monotonic()
+        pause = 0.1
+        while True:
+            try:
+                response: bytes = stub(make_request(), timeout=timeout)
+                return response
+            except grpc.RpcError as exc:  # noqa: PERF203 - retrying is the point of this loop
+                code = exc.code()
+                if code is None or code.name not in _RETRYABLE:
+                    name = code.name if code is not None else "UNKNOWN"
+                    raise TransportError(
+                        f"server {self.target} refused the request ({name}: {exc.details()})"
+                    ) from None
+                if time.monotonic() - last_ok > self.retry_seconds:
+                    raise TransportError(
+                        f"lost the aggregation server at {self.target}: unreachable for "
+                        f"{self.retry_seconds:g} s ({code.name})"
+                    ) from None
+                time.sleep(pause)
+                pause = min(1.0, pause * 2)
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+def _check_job(announced: JobSpec, expected: JobSpec | None) -> None:
+    if expected is not None and announced != expected:
+        raise ConfigError(
+            f"the server announces job {announced.to_json().decode()}, "
+            f"this device expects {expected.to_json().decode()}: refusing to join"
+        )
+
+
+def run_device(
+    target: str,
+    client_id: int,
+    identity: secagg.SigningKey,
+    inputs: InputsFn,
+    tls: ClientTLS,
+    *,
+    expected_job: JobSpec | None = None,
+    verify_keys: Mapping[int, bytes] | None = None,
+    retry_seconds: float = 15.0,
+    poll_seconds: float = 5.0,
+    hooks: Sequence[FaultHook] = (),
+    on_event: Callable[[str], None] | None = None,
+) -> DeviceReport:
+    """Take part in every round of the job served at ``target`` until the server says done.
+
+    ``inputs(r, job)`` gives this device's ring vector for round r of ``job``.
+    ``expected_job`` pins the public parameters (a server announcing others is refused);
+    ``verify_keys`` (the registry) is required in malicious-server mode. ``hooks`` rewrite
+    or drop outgoing replies, as with :class:`~protocols.transport.InMemoryTransport`.
+    Raises :class:`TransportError` if the server is lost or refuses this device.
+    """
+    bootstrap = _Link(target, tls, 1 << 20, retry_seconds)
+    try:
+        welcome = bootstrap.call("Hello", lambda: encode_hello(client_id), poll_seconds + 5)
+    finally:
+        bootstrap.close()
+    try:
+        nonce, job = decode_welcome(welcome)
+    except DecodeError as exc:
+        raise TransportError(f"server {target} sent a malformed welcome: {exc}") from None
+    _check_job(job, expected_job)
+    config = job.secagg_config()
+    if config.consistency_check and verify_keys is None:
+        raise ConfigError("this job runs in malicious-server mode: the client registry is needed")
+    link = _Link(target, tls, job.max_message_bytes(), retry_seconds)
+    emit = on_event or (lambda _text: None)
+    counter = 0
+    seen = 0
+    pending: tuple[int, int, bytes] = (0, NO_STAGE, b"")
+    machine: SecAggClient | None = None
+    machine_round = -1
+    completed: list[int] = []
+    aborts: list[str] = []
+    try:
+        while True:
+            rnd, stage, payload = pending
+
+            def request(
+                rnd: int = rnd, stage: int = stage, payload: bytes = payload, seen: int = seen
+            ) -> bytes:
+                nonlocal counter
+                counter += 1  # a retry is a new request: fresh counter, fresh signature
+                ex = Exchange(client_id, counter, rnd, stage, payload, seen)
+                return ex.sign(identity, nonce)
+
+            raw = link.call("Exchange", request, poll_seconds + 10)
+            try:
+                reply = decode_reply(raw)
+            except DecodeError as exc:
+                raise TransportError(f"server {target} sent a malformed reply: {exc}") from None
+            pending = (0, NO_STAGE, b"")
+            if reply.status == ReplyStatus.DONE:
+                emit("done")
+                return DeviceReport(client_id, tuple(completed), tuple(aborts))
+            if reply.status == ReplyStatus.WAIT:
+                continue
+            key = stage_key(reply.round_number, reply.stage)
+            if key <= seen:
+                continue  # an old message again: nothing to answer
+            seen = key
+            stage_enum = _STAGES[reply.stage]
+            if reply.round_number != machine_round:
+                if reply.round_number < machine_round or not isinstance(
+                    _safe_decode(reply.payload), SetupRequest
+                ):
+                    continue  # joined mid-round: wait for the next round's setup
+                vector = np.asarray(inputs(reply.round_number, job))
+                if vector.shape != (job.vector_length,):
+                    raise ConfigError(
+                        f"round {reply.round_number}: this device's input has shape "
+                        f"{vector.shape}, the job needs ({job.vector_length},)"
+                    )
+                machine = SecAggClient(
+                    client_id,
+                    config,
+                    vector,
+                    signing_key=identity if config.consistency_check else None,
+                    verify_keys=verify_keys if config.consistency_check else None,
+                )
+                machine_round = reply.round_number
+            assert machine is not None
+            answer = machine.handle_bytes(reply.payload)
+            if machine.abort_reason is not None and machine.state.value == "aborted":
+                aborts.append(f"round {machine_round}: {machine.abort_reason.value}")
+            elif stage_enum is Stage.UNMASK:
+                completed.append(machine_round)
+            emit(f"round {machine_round} stage {stage_enum.value}")
+            outgoing: bytes | None = answer
+            for hook in hooks:
+                if outgoing is None:
+                    break
+                outgoing = hook(Direction.TO_SERVER, stage_enum, client_id, outgoing)
+            if outgoing is not None:
+                pending = (reply.round_number, reply.stage, outgoing)
+    finally:
+        link.close()
+
+
+def _safe_decode(payload: bytes) -> object:
+    try:
+        return decode(payload)
+    except DecodeError:
+        return None

@@ -1,0 +1,15 @@
+"""Errors of the networked deployment, inside the :mod:`protocols` hierarchy."""
+
+from __future__ import annotations
+
+from protocols.errors import ProtocolError
+
+__all__ = ["AuthenticationError", "TransportError"]
+
+
+class TransportError(ProtocolError):
+    """The network failed: the server is unreachable, or it refused this client's message."""
+
+
+class AuthenticationError(ProtocolError, ValueError):
+    """A request is not signed by the registered key of the client it claims to be."""

@@ -1,0 +1,264 @@
+"""Envelopes of the gRPC deployment: the job description, signed requests, replies.
+
+The protocol messages themselves keep their canonical encoding (:mod:`protocols.messages`);
+an envelope only adds who sends (client id), a strictly increasing counter and an Ed25519
+signature over the server's per-run nonce and everything else, so a request cannot be
+forged, replayed, or carried over to another server run. Layout: ``b"PN"`` · version ·
+type, then little-endian fixed-width fields (u32 lengths, capped by the gRPC size limit).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
+import secagg
+from protocols.config import SecAggConfig, Stage, ThreatModel
+from protocols.errors import ConfigError, DecodeError
+from protocols.net.errors import AuthenticationError
+
+__all__ = [
+    "NO_STAGE",
+    "SERVICE",
+    "Exchange",
+    "JobSpec",
+    "Reply",
+    "ReplyStatus",
+    "decode_exchange",
+    "decode_hello",
+    "decode_reply",
+    "decode_welcome",
+    "encode_hello",
+    "encode_welcome",
+    "stage_code",
+    "stage_key",
+]
+
+SERVICE = "privagg.Aggregation"
+NONCE_BYTES = 32
+NO_STAGE = 0xFF
+_SIGNATURE_BYTES = 64
+_LABEL = b"privagg/v1/net/exchange"
+_MAGIC = b"PN"
+_VERSION = 1
+_HELLO, _WELCOME, _EXCHANGE, _REPLY = 1, 2, 3, 4
+_HEADER = struct.Struct("<2sBB")
+_EXCHANGE_FIXED = struct.Struct("<IQQBI")
+_REPLY_FIXED = struct.Struct("<BQBI")
+_U32 = struct.Struct("<I")
+_STAGES = tuple(Stage)
+
+
+def stage_code(stage: Stage) -> int:
+    """The one-byte code of ``stage`` in envelopes."""
+    return _STAGES.index(stage)
+
+
+def stage_key(round_number: int, stage_index: int) -> int:
+    """Total order of (round, stage) pairs: a client asks for messages after its key."""
+    return round_number * 8 + stage_index + 1
+
+
+def _header(data: bytes, kind: int) -> None:
+    if len(data) < _HEADER.size:
+        raise DecodeError("envelope truncated")
+    magic, version, got = _HEADER.unpack_from(data)
+    if magic != _MAGIC or version != _VERSION or got != kind:
+        raise DecodeError("not a privagg network envelope of the expected type and version")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Public parameters of a training job: every client can check them before joining."""
+
+    num_clients: int
+    threshold: int
+    vector_length: int
+    rounds: int
+    bits: int = 32
+    neighbors: int | None = None
+    threat_model: str = ThreatModel.HONEST_BUT_CURIOUS.value
+
+    def __post_init__(self) -> None:
+        for name in ("vector_length", "rounds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive int, got {value!r}")
+        if self.vector_length > 1 << 28:
+            raise ConfigError("vector_length must be at most 2^28")
+        self.secagg_config()  # validates the protocol parameters now
+
+    def secagg_config(self) -> SecAggConfig:
+        """The protocol configuration of every round of the job."""
+        try:
+            threat = ThreatModel(self.threat_model)
+        except ValueError:
+            names = [m.value for m in ThreatModel]
+            raise ConfigError(f"threat_model must be one of {names}") from None
+        return SecAggConfig(
+            self.num_clients,
+            self.threshold,
+            neighbors=self.neighbors,
+            bits=self.bits,
+            threat_model=threat,
+        )
+
+    def to_json(self) -> bytes:
+        """Canonical JSON (sorted keys): what the server announces in its welcome."""
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, object]) -> JobSpec:
+        """Build from a parsed JSON object; unknown or missing fields are a ConfigError."""
+        names = set(cls.__dataclass_fields__)
+        unknown = set(data) - names
+        if unknown:
+            raise ConfigError(f"unknown job fields {sorted(unknown)}")
+        try:
+            return cls(**data)  # type: ignore[arg-type]
+        except TypeError as exc:
+            raise ConfigError(f"bad job description: {exc}") from None
+
+    def max_message_bytes(self) -> int:
+        """A cap on any single message of this job (the gRPC receive limit)."""
+        word = 4 if self.bits <= 32 else 8
+        per_client = 2 * 4096 + 256  # one share ciphertext each way plus ids and keys
+        return 64 * 1024 + word * self.vector_length + per_client * self.num_clients
+
+
+def encode_hello(client_id: int) -> bytes:
+    """A client's first request: its id (the welcome it gets is public)."""
+    return _HEADER.pack(_MAGIC, _VERSION, _HELLO) + _U32.pack(client_id)
+
+
+def decode_hello(data: bytes) -> int:
+    """The client id of a hello request."""
+    _header(data, _HELLO)
+    if len(data) != _HEADER.size + _U32.size:
+        raise DecodeError("hello has the wrong length")
+    (client_id,) = _U32.unpack_from(data, _HEADER.size)
+    return int(client_id)
+
+
+def encode_welcome(nonce: bytes, job: JobSpec) -> bytes:
+    """The server's answer to hello: its per-run nonce and the public job description."""
+    spec = job.to_json()
+    head = _HEADER.pack(_MAGIC, _VERSION, _WELCOME)
+    return head + nonce + _U32.pack(len(spec)) + spec
+
+
+def decode_welcome(data: bytes) -> tuple[bytes, JobSpec]:
+    """``(nonce, job)`` from a welcome; anything malformed is a DecodeError."""
+    _header(data, _WELCOME)
+    off = _HEADER.size
+    nonce = data[off : off + NONCE_BYTES]
+    off += NONCE_BYTES
+    if len(nonce) != NONCE_BYTES or len(data) < off + 4:
+        raise DecodeError("welcome truncated")
+    (length,) = _U32.unpack_from(data, off)
+    if len(data) != off + 4 + length:
+        raise DecodeError("welcome has the wrong length")
+    try:
+        parsed = json.loads(data[off + 4 :])
+    except ValueError:
+        raise DecodeError("welcome carries no valid job description") from None
+    if not isinstance(parsed, dict):
+        raise DecodeError("welcome carries no valid job description")
+    try:
+        return nonce, JobSpec.from_mapping(parsed)
+    except ConfigError as exc:
+        raise DecodeError(f"welcome carries an invalid job: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One signed client request: the reply to message ``(round, stage)`` (may be empty).
+
+    ``stage == NO_STAGE`` means "no reply, just give me my next message after ``seen``";
+    ``seen`` is the :func:`stage_key` of the last server message the client processed.
+    """
+
+    client_id: int
+    counter: int
+    round_number: int
+    stage: int
+    payload: bytes
+    seen: int
+
+    def body(self) -> bytes:
+        fixed = _EXCHANGE_FIXED.pack(
+            self.client_id, self.counter, self.round_number, self.stage, len(self.payload)
+        )
+        head = _HEADER.pack(_MAGIC, _VERSION, _EXCHANGE)
+        return head + fixed + struct.pack("<Q", self.seen) + self.payload
+
+    def sign(self, key: secagg.SigningKey, nonce: bytes) -> bytes:
+        """The encoded request, signed for the server run identified by ``nonce``."""
+        body = self.body()
+        return body + key.sign(_LABEL + nonce + body)
+
+
+def decode_exchange(data: bytes, nonce: bytes, verify_keys: Mapping[int, bytes]) -> Exchange:
+    """Parse and authenticate a request: DecodeError if malformed, AuthenticationError if
+    the id is unknown or the signature does not verify under that client's key."""
+    _header(data, _EXCHANGE)
+    off = _HEADER.size
+    if len(data) < off + _EXCHANGE_FIXED.size + 8 + _SIGNATURE_BYTES:
+        raise DecodeError("request truncated")
+    cid, counter, rnd, stage, length = _EXCHANGE_FIXED.unpack_from(data, off)
+    off += _EXCHANGE_FIXED.size
+    (seen,) = struct.unpack_from("<Q", data, off)
+    off += 8
+    if len(data) != off + length + _SIGNATURE_BYTES:
+        raise DecodeError("request has the wrong length")
+    if stage != NO_STAGE and stage >= len(_STAGES):
+        raise DecodeError("unknown stage code")
+    public = verify_keys.get(int(cid))
+    if public is None:
+        raise AuthenticationError(f"client {cid} is not registered with this server")
+    body, signature = data[:-_SIGNATURE_BYTES], data[-_SIGNATURE_BYTES:]
+    try:
+        secagg.verify_signature(public, _LABEL + nonce + body, signature)
+    except secagg.SecAggError:
+        raise AuthenticationError(f"bad signature for client {cid}") from None
+    return Exchange(int(cid), int(counter), int(rnd), int(stage), data[off:-_SIGNATURE_BYTES], seen)
+
+
+class ReplyStatus:
+    """What the server answers an exchange with."""
+
+    MESSAGE = 0
+    WAIT = 1
+    DONE = 2
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The server's answer: a protocol message for ``(round, stage)``, WAIT or DONE."""
+
+    status: int
+    round_number: int = 0
+    stage: int = NO_STAGE
+    payload: bytes = b""
+
+    def to_bytes(self) -> bytes:
+        head = _HEADER.pack(_MAGIC, _VERSION, _REPLY)
+        fixed = _REPLY_FIXED.pack(self.status, self.round_number, self.stage, len(self.payload))
+        return head + fixed + self.payload
+
+
+def decode_reply(data: bytes) -> Reply:
+    """Parse a server reply; anything malformed is a DecodeError."""
+    _header(data, _REPLY)
+    off = _HEADER.size
+    if len(data) < off + _REPLY_FIXED.size:
+        raise DecodeError("reply truncated")
+    status, rnd, stage, length = _REPLY_FIXED.unpack_from(data, off)
+    off += _REPLY_FIXED.size
+    if len(data) != off + length or status not in (0, 1, 2):
+        raise DecodeError("malformed reply")
+    if status == ReplyStatus.MESSAGE and stage >= len(_STAGES):
+        raise DecodeError("reply names an unknown stage")
+    return Reply(int(status), int(rnd), int(stage), data[off:])

@@ -1,0 +1,336 @@
+"""Executors of client work: in-process, or sharded over stateful Ray actors.
+
+Client work is everything a device does in a round: local training, distributed-DP
+encoding and SecAgg masking. An executor holds the cohort in *shards* (fixed blocks of
+``shard_size`` cohort positions) and runs one secure-aggregation round: the server state
+machine stays with the caller, and each shard host computes its devices' ring vectors with
+a picklable :class:`ClientWork`, creates their :class:`~protocols.SecAggClient` objects (the
+secrets) and answers the server's messages. Only encoded protocol messages cross a host
+boundary; the clients refuse pickling, so a secret cannot leak into Ray's object store by
+accident.
+
+Determinism: the shard layout depends only on ``shard_size``, and :class:`EncodeWork` draws
+simulation noise from a generator seeded by (seed, round, shard), so :class:`LocalExecutor`
+and :class:`RayExecutor` release bit-identical aggregates for a fixed seed (modular sums do
+not depend on completion order). :class:`RayExecutor` needs the ``ray`` extra; pass
+``address`` to use an existing cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+import protocols
+import secagg
+from dp.planning import DistributedDPPlan
+from dp.rng import NoiseRng, SecureRng, SimulationRng
+from recsys.encoding import encode_cohort
+from recsys.errors import ConfigError
+from recsys.federated import ClientTask, DeviceFleet, ItemServer
+
+IntArray = NDArray[np.int64]
+
+__all__ = [
+    "ClientWork",
+    "EncodeWork",
+    "Executor",
+    "LocalExecutor",
+    "RayExecutor",
+    "RoundOutcome",
+    "ShardHost",
+    "make_executor",
+]
+
+
+class ClientWork(Protocol):
+    """Picklable client work: the ring vectors of ``users`` (one row each) for a round."""
+
+    def __call__(self, shard: int, users: IntArray, round_number: int) -> NDArray[Any]: ...
+
+
+@dataclass(frozen=True)
+class EncodeWork:
+    """Local updates of a recommender task, then distributed-DP encoding into the ring.
+
+    ``noise_seed=None`` draws noise from the OS CSPRNG (``dp.SecureRng``); an int seeds a
+    non-secure simulation generator per (seed, round, shard), for reproducible studies.
+    """
+
+    fleet: DeviceFleet
+    server: ItemServer
+    task: ClientTask
+    plan: DistributedDPPlan
+    rotation_seed: int
+    bits: int
+    noise_seed: int | None = None
+
+    def rng(self, shard: int, round_number: int) -> NoiseRng:
+        """The noise generator of one shard in one round."""
+        if self.noise_seed is None:
+            return SecureRng()
+        label = f"privagg/executor/{self.noise_seed}/{round_number}/{shard}".encode()
+        return SimulationRng(int.from_bytes(hashlib.sha256(label).digest()[:8], "little"))
+
+    def __call__(self, shard: int, users: IntArray, round_number: int) -> NDArray[Any]:
+        updates = self.task.local_updates(self.fleet, self.server, users)
+        encoded = encode_cohort(
+            updates, self.plan, rotation_seed=self.rotation_seed, rng=self.rng(shard, round_number)
+        )
+        return encoded.astype(secagg.ring_dtype(self.bits))
+
+
+class ShardHost:
+    """Holds the devices of some shards for one round: their inputs and SecAgg secrets."""
+
+    def __init__(self) -> None:
+        self._clients: dict[int, protocols.SecAggClient] = {}
+        self.work_seconds = 0.0
+
+    def begin(
+        self,
+        work: ClientWork,
+        shards: Sequence[tuple[int, int, IntArray]],
+        config: protocols.SecAggConfig,
+        round_number: int,
+    ) -> float:
+        """Start a round for ``shards`` = (shard index, first position, user ids); returns
+        the seconds spent in client work (training + encoding)."""
+        self._clients = {}
+        start = time.perf_counter()
+        for shard, first, users in shards:
+            vectors = work(shard, users, round_number)
+            for offset in range(len(users)):
+                position = first + offset
+                self._clients[position] = protocols.SecAggClient(position, config, vectors[offset])
+        return time.perf_counter() - start
+
+    def handle(self, messages: Mapping[int, bytes]) -> tuple[dict[int, bytes], float]:
+        """Each addressed device consumes its server message; returns the replies and the
+        seconds the devices spent (key agreement, sharing, masking, unmasking)."""
+        start = time.perf_counter()
+        replies = {pos: self._clients[pos].handle_bytes(data) for pos, data in messages.items()}
+        return replies, time.perf_counter() - start
+
+    def end(self) -> None:
+        """Forget the round's devices and their secrets."""
+        self._clients = {}
+
+
+@dataclass(frozen=True, eq=False)
+class RoundOutcome:
+    """The exact modular sum over ``included`` cohort positions, and where time went.
+
+    ``work_seconds`` / ``protocol_seconds`` are device time summed over hosts (training and
+    encoding / SecAgg client steps); ``wall_seconds`` is the round as the caller saw it.
+    """
+
+    total: NDArray[Any] = field(repr=False)
+    included: tuple[int, ...]
+    work_seconds: float
+    protocol_seconds: float
+    wall_seconds: float
+
+
+class Executor(Protocol):
+    """Runs one secure-aggregation round of client work over a cohort."""
+
+    def aggregate(
+        self,
+        work: ClientWork,
+        users: IntArray,
+        config: protocols.SecAggConfig,
+        vector_length: int,
+        *,
+        round_number: int,
+        graph_seed: bytes,
+        drop: Mapping[str, Iterable[int]] | None = None,
+    ) -> RoundOutcome: ...
+
+    def close(self) -> None: ...
+
+
+class _ShardedExecutor:
+    """The driver common to both executors: the server here, devices in shard hosts."""
+
+    def __init__(self, num_hosts: int, shard_size: int) -> None:
+        if num_hosts < 1 or shard_size < 1:
+            raise ConfigError("need at least one host and a positive shard size")
+        self.num_hosts = num_hosts
+        self.shard_size = shard_size
+
+    # transport to the hosts: overridden by the Ray executor
+    def _begin(self, plans: list[list[tuple[int, int, IntArray]]], *args: Any) -> float:
+        raise NotImplementedError
+
+    def _handle(self, batches: list[dict[int, bytes]]) -> list[tuple[dict[int, bytes], float]]:
+        raise NotImplementedError
+
+    def _end(self) -> None:
+        raise NotImplementedError
+
+    def aggregate(
+        self,
+        work: ClientWork,
+        users: IntArray,
+        config: protocols.SecAggConfig,
+        vector_length: int,
+        *,
+        round_number: int,
+        graph_seed: bytes,
+        drop: Mapping[str, Iterable[int]] | None = None,
+    ) -> RoundOutcome:
+        """Run one round; ``drop`` maps a stage name to cohort positions that vanish just
+        before replying at that stage (simulated dropouts)."""
+        n = len(users)
+        if n != config.num_clients:
+            raise ConfigError(f"the config is for {config.num_clients} clients, cohort has {n}")
+        wall = time.perf_counter()
+        starts = range(0, n, self.shard_size)
+        plans: list[list[tuple[int, int, IntArray]]] = [[] for _ in range(self.num_hosts)]
+        owner = np.empty(n, dtype=np.int64)
+        for shard, first in enumerate(starts):
+            host = shard % self.num_hosts
+            last = min(n, first + self.shard_size)
+            plans[host].append((shard, first, users[first:last]))
+            owner[first:last] = host
+        server = protocols.SecAggServer(
+            config,
+            vector_length,
+            round_number=round_number,
+            graph_seed=graph_seed,
+        )
+        vanish = {protocols.Stage(k): {int(i) for i in v} for k, v in (drop or {}).items()}
+        work_seconds = self._begin(plans, work, config, round_number)
+        protocol_seconds = 0.0
+        try:
+            outbound: Mapping[int, Any] = server.start()
+            gone: set[int] = set()
+            while not server.finished:
+                stage = server.stage
+                assert stage is not None
+                gone |= vanish.get(stage, set())
+                encoded: dict[int, bytes] = {}
+                batches: list[dict[int, bytes]] = [{} for _ in range(self.num_hosts)]
+                for pos, message in outbound.items():
+                    if pos in gone:
+                        continue
+                    data = encoded.get(id(message))
+                    if data is None:  # a broadcast is serialized once
+                        data = encoded[id(message)] = message.to_bytes()
+                    batches[int(owner[pos])][pos] = data
+                for replies, seconds in self._handle(batches):
+                    protocol_seconds += seconds
+                    for pos in sorted(replies):
+                        server.receive_bytes(pos, replies[pos])
+                outbound = server.advance()
+        finally:
+            self._end()
+        output = server.output()
+        return RoundOutcome(
+            output.total,
+            output.included,
+            work_seconds,
+            protocol_seconds,
+            time.perf_counter() - wall,
+        )
+
+
+class LocalExecutor(_ShardedExecutor):
+    """Every shard in this process (the default; deterministic, no dependencies)."""
+
+    def __init__(self, shard_size: int = 500) -> None:
+        super().__init__(1, shard_size)
+        self._host = ShardHost()
+
+    def _begin(self, plans: list[list[tuple[int, int, IntArray]]], *args: Any) -> float:
+        return self._host.begin(args[0], plans[0], args[1], args[2])
+
+    def _handle(self, batches: list[dict[int, bytes]]) -> list[tuple[dict[int, bytes], float]]:
+        return [self._host.handle(batches[0])]
+
+    def _end(self) -> None:
+        self._host.end()
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def _require_ray() -> Any:
+    if importlib.util.find_spec("ray") is None:
+        raise ConfigError("--executor ray needs Ray: install privagg with the 'ray' extra")
+    import ray
+
+    return ray
+
+
+class RayExecutor(_ShardedExecutor):
+    """Shards on ``num_actors`` stateful Ray actors (one CPU each).
+
+    Connects to ``address`` (an existing cluster, e.g. ``"auto"`` or ``"ray://head:10001"``)
+    or starts a local instance with ``num_cpus``. Client work and secrets stay inside the
+    actors; the driver sends server messages and receives replies as bytes.
+    """
+
+    def __init__(
+        self,
+        num_actors: int = 2,
+        shard_size: int = 500,
+        *,
+        address: str | None = None,
+        num_cpus: int | None = None,
+    ) -> None:
+        super().__init__(num_actors, shard_size)
+        ray = _require_ray()
+        self._ray = ray
+        self._owns_ray = not ray.is_initialized()
+        if self._owns_ray:
+            ray.init(
+                address=address,
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
+        actor = ray.remote(num_cpus=1)(ShardHost)
+        self._actors = [actor.remote() for _ in range(num_actors)]
+
+    def _begin(self, plans: list[list[tuple[int, int, IntArray]]], *args: Any) -> float:
+        work = self._ray.put(args[0])  # one copy in the object store, shared by the actors
+        calls = [
+            a.begin.remote(work, plan, args[1], args[2])
+            for a, plan in zip(self._actors, plans, strict=True)
+        ]
+        return float(max(self._ray.get(calls)))
+
+    def _handle(self, batches: list[dict[int, bytes]]) -> list[tuple[dict[int, bytes], float]]:
+        calls = [a.handle.remote(b) for a, b in zip(self._actors, batches, strict=True) if b]
+        replies: list[tuple[dict[int, bytes], float]] = self._ray.get(calls)
+        return replies
+
+    def _end(self) -> None:
+        self._ray.get([a.end.remote() for a in self._actors])
+
+    def close(self) -> None:
+        """Stop the actors (and the local Ray instance if this executor started it)."""
+        for a in self._actors:
+            self._ray.kill(a)
+        self._actors = []
+        if self._owns_ray:
+            self._ray.shutdown()
+
+
+def make_executor(name: str, **options: Any) -> Executor:
+    """``"local"`` or ``"ray"`` (options go to the executor's constructor)."""
+    if name == "local":
+        return LocalExecutor(**options)
+    if name == "ray":
+        return RayExecutor(**options)
+    raise ConfigError(f"unknown executor {name!r}; choose 'local' or 'ray'")
