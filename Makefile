@@ -11,7 +11,7 @@ STAMP_RUN := $(VENV)/.stamp-run-$(HASH)
 STAMP_DEV := $(VENV)/.stamp-dev-$(HASH)
 PKGS := secagg protocols dp recsys analysis
 
-.PHONY: demo test lint bench typecheck pytest clean
+.PHONY: demo test lint bench typecheck pytest clean security
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ pytest: $(STAMP_DEV)
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test: lint pytest
+
+# The adversarial and fault-injection suite with its figures (long fuzz runs included).
+security: $(STAMP_DEV)
+	$(PY) tests/security/report.py --long
 
 # Flower lives in its own virtualenv: it is a peer we measure, never a dependency.
 FLOWER_VENV := .venv-flower

@@ -432,6 +432,10 @@ class PrivacyLedger:
             isinstance(survivors, bool) or not isinstance(survivors, int) or survivors < 0
         ):
             raise DPValueError(f"survivors must be a non-negative int or None, got {survivors!r}")
+        if survivors is not None and survivors > cohort_size:
+            raise DPValueError(
+                f"survivors ({survivors}) cannot exceed the cohort size ({cohort_size})"
+            )
         users = tuple(sorted(set(participants)))
         if any(not isinstance(u, str) or not u for u in users):
             raise DPValueError("participant ids must be non-empty strings")

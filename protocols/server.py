@@ -184,8 +184,11 @@ class SecAggServer:
         if not isinstance(sender, int) or sender not in self._expected_set():
             self.ignored_messages += 1
             return
-        if self._accepted(sender) or sender in self.faulty:
-            self.ignored_messages += 1  # duplicates and late noise are never counted twice
+        if self._accepted(sender) or sender in self.faulty or sender in self.client_aborts:
+            # Duplicates and late noise are never counted twice, and nothing is accepted
+            # from a client that already aborted (a replay of its old masked input would
+            # otherwise be summed for a client the round treats as dropped).
+            self.ignored_messages += 1
             return
         if isinstance(message, ClientAbort):
             self.client_aborts.setdefault(sender, message)

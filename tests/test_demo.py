@@ -17,3 +17,8 @@ def test_secagg_demo_recovers_the_survivors_sum(capsys: pytest.CaptureFixture[st
 def test_demo_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["demo", "--secagg-only", "--clients", "2"]) == cli.EXIT_USAGE
     assert "error" in capsys.readouterr().err
+
+
+def test_secagg_only_options_need_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["demo", "--clients", "12"]) == cli.EXIT_USAGE
+    assert "--clients only apply with --secagg-only" in capsys.readouterr().err

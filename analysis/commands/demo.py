@@ -36,9 +36,10 @@ def register(subparsers: Any) -> None:
         help="run one secure-aggregation round on random vectors instead of training",
     )
     parser.add_argument("--out", default="runs/demo", help="output folder of the training demo")
-    parser.add_argument("--clients", type=int, default=100, help="number of clients (100)")
-    parser.add_argument("--dim", type=int, default=100_000, help="vector length (100000)")
-    parser.add_argument("--dropout", type=float, default=0.1, help="fraction dropping (0.1)")
+    group = parser.add_argument_group("with --secagg-only")
+    group.add_argument("--clients", type=int, default=None, help="number of clients (100)")
+    group.add_argument("--dim", type=int, default=None, help="vector length (100000)")
+    group.add_argument("--dropout", type=float, default=None, help="fraction dropping (0.1)")
     parser.add_argument("--seed", type=int, default=0, help="simulation seed (data, dropouts)")
     parser.set_defaults(func=run)
 
@@ -49,9 +50,19 @@ def register(subparsers: Any) -> None:
 DEMO_TRAIN_ARGS = ("--data", "synthetic", "--epsilon", "8", "--cohort", "1000", "--quiet")
 
 
+SECAGG_ONLY_DEFAULTS = {"clients": 100, "dim": 100_000, "dropout": 0.1}
+
+
 def run(args: argparse.Namespace) -> int:
+    given = [name for name in SECAGG_ONLY_DEFAULTS if getattr(args, name) is not None]
     if args.secagg_only:
+        for name, default in SECAGG_ONLY_DEFAULTS.items():
+            if getattr(args, name) is None:
+                setattr(args, name, default)
         return run_secagg_demo(args)
+    if given:
+        options = ", ".join(f"--{name}" for name in given)
+        raise protocols.ConfigError(f"{options} only apply with --secagg-only")
     from analysis.commands import train
 
     parser = argparse.ArgumentParser(prog="privagg demo")

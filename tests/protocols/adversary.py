@@ -5,6 +5,9 @@ client's individual masked input (as a real malicious server would), records eve
 client sends (a transport spy), and exposes the deviations of the threat model: lie about
 dropouts, equivocate key lists, replay or misroute ciphertexts, tamper with or truncate
 messages, and try to rebuild a victim's input from whatever shares it harvested.
+:class:`MaliciousClient` is the other side's double: one client that impersonates a peer,
+sends two different masked inputs, a wrong-length vector, garbage shares, shares to the
+wrong receivers, or nothing at all.
 """
 
 from __future__ import annotations
@@ -214,3 +217,52 @@ def replace_delivery(delivery: ShareDelivery, sender: int, ciphertext: bytes) ->
     return ShareDelivery(
         tuple((s, ciphertext if s == sender else c) for s, c in delivery.ciphertexts)
     )
+
+
+class MaliciousClient:
+    """A client that deviates on its uploads (the malicious-client double).
+
+    It wraps an honest :class:`SecAggClient` and rewrites the reply of one stage with one
+    of :data:`MALICIOUS_CLIENT_MOVES`; ``uploads(message)`` returns every byte string it
+    sends for one server message (possibly several, possibly none).
+    """
+
+    def __init__(self, honest: SecAggClient, stage: Stage, move: str) -> None:
+        if move not in MALICIOUS_CLIENT_MOVES:
+            raise ValueError(f"unknown move {move!r}")
+        self.honest = honest
+        self.stage = stage
+        self.move = move
+        self.previous: bytes | None = None
+
+    def uploads(self, message: Message, stage: Stage) -> list[bytes]:
+        reply = self.honest.handle_bytes(message.to_bytes())
+        if stage is not self.stage:
+            return [reply]
+        me, decoded = self.honest.client_id, decode(reply)
+        if self.move == "impersonate":  # claims to be the next client
+            other = (me + 1) % self.honest.config.num_clients
+            return [reply[:4] + other.to_bytes(4, "little") + reply[8:]]
+        if self.move == "two_inputs" and isinstance(decoded, MaskedInput):
+            second = (decoded.vector.astype(np.uint64) + 12345).astype(decoded.vector.dtype)
+            return [reply, MaskedInput(me, decoded.bits, second).to_bytes()]
+        if self.move == "wrong_length" and isinstance(decoded, MaskedInput):
+            return [MaskedInput(me, decoded.bits, decoded.vector[:-1]).to_bytes()]
+        if self.move == "garbage_shares" and isinstance(decoded, UnmaskShares):
+            bad = tuple((o, bytes(len(s))) for o, s in decoded.seed_shares)
+            return [UnmaskShares(me, bad, decoded.key_shares).to_bytes()]
+        if self.move == "wrong_receivers" and isinstance(decoded, EncryptedShares):
+            return [EncryptedShares(me, decoded.ciphertexts[:-1]).to_bytes()]
+        if self.move == "silent":
+            return []
+        return [reply]
+
+
+MALICIOUS_CLIENT_MOVES = (
+    "impersonate",
+    "two_inputs",
+    "wrong_length",
+    "garbage_shares",
+    "wrong_receivers",
+    "silent",
+)
