@@ -14,6 +14,7 @@ from dp.distributed import (
     PresampledNoise,
     decode,
     encode,
+    encode_many,
     encode_with_report,
 )
 from dp.errors import (
@@ -97,6 +98,7 @@ __all__ = [
     "discrete_laplace",
     "discrete_laplace_mechanism",
     "encode",
+    "encode_many",
     "encode_with_report",
     "event_from_dict",
     "event_from_json",

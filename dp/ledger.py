@@ -652,6 +652,12 @@ def audit_ledger(
     except sqlite3.DatabaseError as exc:
         report.tampered = True
         report.problems.append(f"unreadable database: {exc}")
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        # The file is untrusted input: any field that does not parse (a non-hex hash, a
+        # body of the wrong type, an undecodable event) is evidence of tampering, reported
+        # as such rather than escaping as an untyped error.
+        report.tampered = True
+        report.problems.append(f"malformed ledger content: {type(exc).__name__}: {exc}")
     finally:
         conn.close()
     return report

@@ -11,6 +11,10 @@
   ``dp.central.central_gaussian`` (lattice + exact discrete Gaussian: not porous).
 * ``none``: the exact (quantized) sum, no noise; the event is non-private (ε = ∞).
 
+With an executor (:meth:`Channel.release_on`, ``distributed`` under SecAgg only), the
+devices' local update, encoding and SecAgg client steps run on a
+:mod:`recsys.executors` executor (in this process or on Ray actors) instead.
+
 ``secagg="off"`` replaces the protocol by a plain modular sum of the same ring vectors —
 for speed comparisons only; every release record says so. Dropouts are simulated with a
 seeded generator (who drops is not a secret); cohort sampling and noise use the ``dp``
@@ -20,6 +24,7 @@ noise generator (secure by default, or ``dp``'s seeded ``SimulationRng`` when as
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -32,13 +37,14 @@ from numpy.typing import NDArray
 import protocols
 import secagg
 from dp.central import central_gaussian
-from dp.distributed import decode
+from dp.distributed import decode, encode_many
 from dp.events import NonPrivateEvent, PoissonSampledEvent, PrivacyEvent
 from dp.ledger import charged_event
 from dp.planning import DistributedDPPlan, plan_distributed_dp
 from dp.rng import NoiseRng, SecureRng, SimulationRng
-from recsys.encoding import encode_cohort
 from recsys.errors import ConfigError, ReleaseAborted
+from recsys.executors import EncodeWork, Executor
+from recsys.federated import ClientTask, DeviceFleet, ItemServer
 
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
@@ -219,6 +225,118 @@ class Channel:
         down = sum(s.download_bytes for s in result.stages)
         return (result.total, tuple(result.included), up, down, time.perf_counter() - start)
 
+    def _groups(self, n: int) -> list[tuple[int, int]]:
+        """Cohort positions of each SecAgg instance: blocks of at most ``group_size``."""
+        group = max(2, self.spec.group_size)
+        bounds = [(lo, min(n, lo + group)) for lo in range(0, n, group)]
+        if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < 2:  # no lone device
+            bounds[-2] = (bounds[-2][0], n)
+            bounds.pop()
+        return bounds
+
+    def _decode_distributed(
+        self,
+        total: NDArray[np.uint64],
+        plan: DistributedDPPlan,
+        rotation_seed: int,
+        included: int,
+        sampling_rate: float,
+        note: str,
+    ) -> tuple[FloatArray, PrivacyEvent, PrivacyEvent, str]:
+        """Decode a distributed-DP aggregate: (values, planned event, charged event, note)."""
+        values, report = decode(
+            total, plan, rotation_seed=rotation_seed, num_contributors=included, strict=False
+        )
+        planned: PrivacyEvent = plan.event(secure=self.rng.secure)
+        if sampling_rate < 1.0:
+            planned = PoissonSampledEvent(sampling_rate, planned)
+        # Fewer noise shares than planned: charge what the aggregate really contains.
+        charged = charged_event(planned, "released", included)
+        if not report.meets_plan:
+            note += "; fewer noise shares than planned"
+        return values, planned, charged, note
+
+    def release_on(
+        self,
+        executor: Executor,
+        task: ClientTask,
+        fleet: DeviceFleet,
+        server: ItemServer,
+        cohort: IntArray,
+        *,
+        noise_multiplier: float,
+        sampling_rate: float,
+        expected_clients: int,
+        round_index: int,
+    ) -> Release:
+        """:meth:`release` of a distributed-DP round whose devices run on ``executor``.
+
+        Each group of the cohort (user ids ``cohort``) is one executor round: the devices
+        compute ``task``'s local update, encode it with ``dp.encode_many`` and run the SecAgg
+        client; the server side and the decoding are the same as in :meth:`release`. With
+        ``simulation_noise`` every (group, round, shard) gets its own seeded generator, so
+        the aggregate does not depend on where the shards run. Bytes are not metered here.
+        """
+        if self.spec.privacy != "distributed" or self.spec.secagg == "off":
+            raise ConfigError("an executor runs distributed-DP releases under SecAgg only")
+        n = len(cohort)
+        if n < 2:
+            raise ReleaseAborted(f"round {round_index}: only {n} device(s) in the cohort")
+        plan = self.plan(task.upload_dim, task.clip_norm, noise_multiplier, expected_clients)
+        if n > plan.max_contributors:
+            raise ReleaseAborted(
+                f"round {round_index}: {n} devices exceed the ring plan ({plan.max_contributors})"
+            )
+        rotation_seed = (self.spec.seed << 20) ^ round_index
+        bits = self.spec.bits
+        total: NDArray[np.uint64] | None = None
+        positions: list[int] = []
+        work_s = protocol_s = 0.0
+        for lo, hi in self._groups(n):
+            noise_seed = self.spec.seed * 1_000_003 + lo if self.spec.simulation_noise else None
+            work = EncodeWork(fleet, server, task, plan, rotation_seed, bits, noise_seed)
+            early, late = self._drops(hi - lo)
+            label = f"privagg/channel/graph/{self.spec.seed}/{round_index}/{lo}".encode()
+            try:
+                outcome = executor.aggregate(
+                    work,
+                    cohort[lo:hi],
+                    self._secagg_config(hi - lo, None),
+                    plan.padded_dimension,
+                    round_number=round_index,
+                    graph_seed=hashlib.sha256(label).digest(),
+                    drop={"mask": early, "unmask": late},
+                )
+            except protocols.ProtocolAborted as exc:
+                raise ReleaseAborted(
+                    f"round {round_index}: secure aggregation aborted ({exc})"
+                ) from exc
+            part = outcome.total.astype(secagg.ring_dtype(bits))
+            total = part if total is None else secagg.ring_add(total, part, bits)
+            positions.extend(lo + p for p in outcome.included)
+            work_s += outcome.work_seconds
+            protocol_s += outcome.protocol_seconds
+        assert total is not None
+        t0 = time.perf_counter()
+        note = f"secagg={self.spec.secagg} on {type(executor).__name__}"
+        values, planned, charged, note = self._decode_distributed(
+            total, plan, rotation_seed, len(positions), sampling_rate, note
+        )
+        return Release(
+            total=values,
+            included=len(positions),
+            dropped=n - len(positions),
+            event=charged,
+            planned_event=planned,
+            included_positions=tuple(positions),
+            bytes_up=0,
+            bytes_down=0,
+            encode_seconds=work_s,
+            secagg_seconds=protocol_s,
+            decode_seconds=time.perf_counter() - t0,
+            note=note,
+        )
+
     def release(
         self,
         uploads: FloatArray | UploadFn,
@@ -246,13 +364,8 @@ class Channel:
             n, upload_fn = matrix.shape[0], lambda lo, hi: matrix[lo:hi]
         if n < 2:
             raise ReleaseAborted(f"round {round_index}: only {n} device(s) in the cohort")
-        group = max(2, self.spec.group_size)
-        bounds = [(lo, min(n, lo + group)) for lo in range(0, n, group)]
-        if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < 2:  # no lone device
-            bounds[-2] = (bounds[-2][0], n)
-            bounds.pop()
+        bounds = self._groups(n)
         rotation_seed = (self.spec.seed << 20) ^ round_index
-        secure = self.rng.secure
         note = (
             "secagg=off: plain sum (speed comparison only)"
             if self.spec.secagg == "off"
@@ -284,7 +397,7 @@ class Channel:
             if block.shape != (hi - lo, dim):
                 raise ConfigError(f"uploads of devices {lo}..{hi} have shape {block.shape}")
             if plan is not None:
-                encoded = encode_cohort(block, plan, rotation_seed=rotation_seed, rng=self.rng)
+                encoded, _ = encode_many(block, plan, rotation_seed=rotation_seed, rng=self.rng)
                 ring = encoded.astype(secagg.ring_dtype(bits))  # values are already < 2^bits
             else:
                 # noiseless fixed point; rows are already L2-clipped, so |x_j| <= clip
@@ -303,17 +416,11 @@ class Channel:
         assert total is not None
         included = len(positions)
         t0 = time.perf_counter()
+        planned: PrivacyEvent
         if plan is not None:
-            values, report = decode(
-                total, plan, rotation_seed=rotation_seed, num_contributors=included, strict=False
+            values, planned, charged, note = self._decode_distributed(
+                total, plan, rotation_seed, included, sampling_rate, note
             )
-            planned: PrivacyEvent = plan.event(secure=secure)
-            if sampling_rate < 1.0:
-                planned = PoissonSampledEvent(sampling_rate, planned)
-            # Fewer noise shares than planned: charge what the aggregate really contains.
-            charged = charged_event(planned, "released", included)
-            if not report.meets_plan:
-                note += "; fewer noise shares than planned"
         else:
             values = secagg.centered_lift(total, bits).astype(np.float64) / scale
             planned = NonPrivateEvent()

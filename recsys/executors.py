@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import pickle
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,9 +31,9 @@ from numpy.typing import NDArray
 
 import protocols
 import secagg
+from dp.distributed import encode_many
 from dp.planning import DistributedDPPlan
 from dp.rng import NoiseRng, SecureRng, SimulationRng
-from recsys.encoding import encode_cohort
 from recsys.errors import ConfigError
 from recsys.federated import ClientTask, DeviceFleet, ItemServer
 
@@ -81,7 +82,7 @@ class EncodeWork:
 
     def __call__(self, shard: int, users: IntArray, round_number: int) -> NDArray[Any]:
         updates = self.task.local_updates(self.fleet, self.server, users)
-        encoded = encode_cohort(
+        encoded, _ = encode_many(
             updates, self.plan, rotation_seed=self.rotation_seed, rng=self.rng(shard, round_number)
         )
         return encoded.astype(secagg.ring_dtype(self.bits))
@@ -96,7 +97,7 @@ class ShardHost:
 
     def begin(
         self,
-        work: ClientWork,
+        work: ClientWork | bytes,
         shards: Sequence[tuple[int, int, IntArray]],
         config: protocols.SecAggConfig,
         round_number: int,
@@ -105,8 +106,10 @@ class ShardHost:
         the seconds spent in client work (training + encoding)."""
         self._clients = {}
         start = time.perf_counter()
+        # bytes: shipped pickled by this run's own Ray driver (see RayExecutor._begin)
+        run: ClientWork = pickle.loads(work) if isinstance(work, bytes) else work  # noqa: S301
         for shard, first, users in shards:
-            vectors = work(shard, users, round_number)
+            vectors = run(shard, users, round_number)
             for offset in range(len(users)):
                 position = first + offset
                 self._clients[position] = protocols.SecAggClient(position, config, vectors[offset])
@@ -303,7 +306,10 @@ class RayExecutor(_ShardedExecutor):
         self._actors = [actor.remote() for _ in range(num_actors)]
 
     def _begin(self, plans: list[list[tuple[int, int, IntArray]]], *args: Any) -> float:
-        work = self._ray.put(args[0])  # one copy in the object store, shared by the actors
+        # One copy in the object store, shared by the actors. Pickled first: Ray would hand
+        # its numpy arrays out zero-copy and read-only, but a device's local update may
+        # write its own state (e.g. the FCF user factors) in the actor's copy.
+        work = self._ray.put(pickle.dumps(args[0], protocol=pickle.HIGHEST_PROTOCOL))
         calls = [
             a.begin.remote(work, plan, args[1], args[2])
             for a, plan in zip(self._actors, plans, strict=True)

@@ -28,6 +28,7 @@ from dp.events import NonPrivateEvent, PoissonSampledEvent, PrivacyEvent
 from dp.ledger import PrivacyLedger
 from recsys.channels import Channel, ChannelSpec, Release, make_channel
 from recsys.errors import ConfigError, ReleaseAborted
+from recsys.executors import Executor, make_executor
 from recsys.federated import ClientTask
 from recsys.metrics import RankingReport, evaluate_ranking
 from recsys.privacy import BudgetPlan, plan_budget
@@ -64,6 +65,9 @@ class TrainConfig:
     groups whose sums are added before decoding). ``simulation_noise`` swaps the secure
     noise generator for ``dp``'s seeded, explicitly non-secure one, making runs
     bit-identical for a seed (tests, reproductions); the ledger and the report card say so.
+    ``executor`` (``"local"`` or ``"ray"``; ``None`` = the in-process simulation) runs the
+    devices of each distributed-DP round on a :mod:`recsys.executors` executor, Ray at
+    ``ray_address`` (``None`` starts a local Ray instance).
     """
 
     privacy: PrivacyMode = "distributed"
@@ -83,6 +87,8 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     silo_users: int = 0
     silo: SiloConfig = field(default_factory=SiloConfig)
+    executor: Literal["local", "ray"] | None = None
+    ray_address: str | None = None
 
     def __post_init__(self) -> None:
         if self.privacy not in PRIVACY_MODES:
@@ -112,6 +118,12 @@ class TrainConfig:
             raise ConfigError("group_size must be at least 2")
         if self.mechanism not in ("discrete_gaussian", "skellam"):
             raise ConfigError("mechanism must be discrete_gaussian or skellam")
+        if self.executor not in (None, "local", "ray"):
+            raise ConfigError(f"executor must be local or ray, got {self.executor!r}")
+        if self.executor is not None and (self.privacy != "distributed" or self.secagg == "off"):
+            raise ConfigError("an executor runs distributed-DP rounds under SecAgg only")
+        if self.ray_address is not None and self.executor != "ray":
+            raise ConfigError("ray_address needs executor='ray'")
 
 
 @dataclass(frozen=True)
@@ -253,7 +265,18 @@ class Trainer:
         sampled (``dp`` refuses an over-budget round) and recorded after the release; a
         round whose secure aggregation aborted is recorded as aborted (charged nothing)
         and skipped, except the popularity release, without which the model cannot go on.
+        The configured executor (if any) is started here and closed when the run ends.
         """
+        if self.config.executor is None:
+            return self._run(progress, None)
+        options = {} if self.config.executor == "local" else {"address": self.config.ray_address}
+        executor = make_executor(self.config.executor, **options)
+        try:
+            return self._run(progress, executor)
+        finally:
+            executor.close()
+
+    def _run(self, progress: ProgressFn | None, executor: Executor | None) -> TrainResult:
         records: list[RoundRecord] = []
         tasks = self.recommender.tasks(self.config.rounds)
         total_rounds = sum(r for _, r in tasks)
@@ -298,15 +321,29 @@ class Trainer:
 
                 expected = q * self.num_users
                 try:
-                    release: Release = self.channel.release(
-                        uploads,
-                        clip_norm=task.clip_norm,
-                        noise_multiplier=z,
-                        sampling_rate=q,
-                        expected_clients=self._expected(q),
-                        round_index=round_index,
-                        cohort_size=len(cohort),
-                    )
+                    release: Release
+                    if executor is None:
+                        release = self.channel.release(
+                            uploads,
+                            clip_norm=task.clip_norm,
+                            noise_multiplier=z,
+                            sampling_rate=q,
+                            expected_clients=self._expected(q),
+                            round_index=round_index,
+                            cohort_size=len(cohort),
+                        )
+                    else:  # local training happens on the executor: in encode_seconds
+                        release = self.channel.release_on(
+                            executor,
+                            task,
+                            self.recommender.fleet,
+                            self.recommender.server,
+                            cohort,
+                            noise_multiplier=z,
+                            sampling_rate=q,
+                            expected_clients=self._expected(q),
+                            round_index=round_index,
+                        )
                 except ReleaseAborted:
                     if self.ledger is not None:
                         self.ledger.record_round(
@@ -376,6 +413,7 @@ class Trainer:
             "mechanism": self.channel.mechanism_name,
             "secure_noise": not c.simulation_noise,
             "secagg": c.secagg,
+            "executor": c.executor or "in-process",
             "releases": len(records),
             "fcf_rounds": sum(1 for r in records if r.task != "popularity"),
             "cohort_expected": c.cohort if c.cohort is not None else self.num_users,

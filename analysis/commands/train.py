@@ -133,6 +133,18 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="seeded NON-SECURE noise generator (bit-identical reruns; testing)",
     )
+    p.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default=None,
+        help="run the devices of each distributed-DP round on an executor: 'local' (this "
+        "process, sharded) or 'ray' (Ray actors); default: the in-process simulation",
+    )
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        help="Ray cluster to join with --executor ray (e.g. 'auto'); default: start one",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -147,6 +159,10 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ConfigError("--silo-users must be 0 or at least 2")
     if args.rounds < 0:
         raise ConfigError("--rounds must be non-negative")
+    if args.executor is not None and (args.privacy != "distributed" or args.secagg == "off"):
+        raise ConfigError("--executor needs --privacy distributed and --secagg full or plus")
+    if args.ray_address is not None and args.executor != "ray":
+        raise ConfigError("--ray-address needs --executor ray")
     if not 0 <= args.dropout < 1:
         raise ConfigError(f"--dropout must lie in [0, 1), got {args.dropout}")
     if args.cohort is not None and args.cohort < 2:
@@ -187,6 +203,8 @@ def _configs(args: argparse.Namespace, num_users: int) -> TrainConfig:
         eval_every=args.eval_every,
         mechanism=args.mechanism,
         simulation_noise=args.simulation_noise,
+        executor=args.executor,
+        ray_address=args.ray_address,
         model=model,
         silo_users=args.silo_users,
         silo=SiloConfig(

@@ -31,9 +31,12 @@ from protocols.net.wire import (
     Exchange,
     JobSpec,
     ReplyStatus,
+    decode_model,
     decode_reply,
     decode_welcome,
     encode_hello,
+    encode_model_request,
+    model_digest,
     stage_key,
 )
 from protocols.transport import Direction, FaultHook
@@ -45,6 +48,9 @@ _STAGES = tuple(Stage)
 
 InputsFn = Callable[[int, JobSpec], npt.NDArray[Any]]
 """``(round_number, job) -> ring vector`` of this device for that round."""
+
+ModelInputsFn = Callable[[int, JobSpec, bytes], npt.NDArray[Any]]
+"""``(round_number, job, public model) -> ring vector`` of this device for that round."""
 
 
 @dataclass(frozen=True)
@@ -89,9 +95,11 @@ class _Link:
         self.channel = grpc.secure_channel(target, tls.credentials(), options=options)
         self._hello = self.channel.unary_unary(f"/{SERVICE}/Hello")
         self._exchange = self.channel.unary_unary(f"/{SERVICE}/Exchange")
+        self._model = self.channel.unary_unary(f"/{SERVICE}/Model")
 
     def call(self, method: str, make_request: Callable[[], bytes], timeout: float) -> bytes:
-        stub = self._hello if method == "Hello" else self._exchange
+        stubs = {"Hello": self._hello, "Model": self._model}
+        stub = stubs.get(method, self._exchange)
         last_ok = time.monotonic()
         pause = 0.1
         while True:
@@ -138,6 +146,7 @@ def run_device(
     poll_seconds: float = 5.0,
     hooks: Sequence[FaultHook] = (),
     on_event: Callable[[str], None] | None = None,
+    model_inputs: ModelInputsFn | None = None,
 ) -> DeviceReport:
     """Take part in every round of the job served at ``target`` until the server says done.
 
@@ -145,6 +154,9 @@ def run_device(
     ``expected_job`` pins the public parameters (a server announcing others is refused);
     ``verify_keys`` (the registry) is required in malicious-server mode. ``hooks`` rewrite
     or drop outgoing replies, as with :class:`~protocols.transport.InMemoryTransport`.
+    With ``model_inputs``, the device first fetches the round's public model, checks that
+    its digest is the setup's context digest (else it sits the round out, and the abort is
+    reported), and computes its vector with ``model_inputs(r, job, model)``.
     Raises :class:`TransportError` if the server is lost or refuses this device.
     """
     bootstrap = _Link(target, tls, 1 << 20, retry_seconds)
@@ -198,11 +210,20 @@ def run_device(
             seen = key
             stage_enum = _STAGES[reply.stage]
             if reply.round_number != machine_round:
-                if reply.round_number < machine_round or not isinstance(
-                    _safe_decode(reply.payload), SetupRequest
-                ):
+                setup = _safe_decode(reply.payload)
+                if reply.round_number < machine_round or not isinstance(setup, SetupRequest):
                     continue  # joined mid-round: wait for the next round's setup
-                vector = np.asarray(inputs(reply.round_number, job))
+                if model_inputs is None:
+                    vector = np.asarray(inputs(reply.round_number, job))
+                else:
+                    model = _fetch_model(link, client_id, reply.round_number, setup, poll_seconds)
+                    if model is None:
+                        aborts.append(f"round {reply.round_number}: model digest mismatch")
+                        emit(aborts[-1])
+                        machine_round = reply.round_number
+                        machine = None
+                        continue  # sit this round out: its session is not this model's
+                    vector = np.asarray(model_inputs(reply.round_number, job, model))
                 if vector.shape != (job.vector_length,):
                     raise ConfigError(
                         f"round {reply.round_number}: this device's input has shape "
@@ -216,7 +237,8 @@ def run_device(
                     verify_keys=verify_keys if config.consistency_check else None,
                 )
                 machine_round = reply.round_number
-            assert machine is not None
+            if machine is None:
+                continue  # a round this device sat out
             answer = machine.handle_bytes(reply.payload)
             if machine.abort_reason is not None and machine.state.value == "aborted":
                 aborts.append(f"round {machine_round}: {machine.abort_reason.value}")
@@ -232,6 +254,23 @@ def run_device(
                 pending = (reply.round_number, reply.stage, outgoing)
     finally:
         link.close()
+
+
+def _fetch_model(
+    link: _Link, client_id: int, round_number: int, setup: SetupRequest, poll_seconds: float
+) -> bytes | None:
+    """The round's model payload, or None if it is not the one the setup's context digest
+    commits to (so the device's session would not be the model's)."""
+    envelope = link.call(
+        "Model", lambda: encode_model_request(client_id, round_number), poll_seconds + 10
+    )
+    try:
+        rnd, payload = decode_model(envelope)
+    except DecodeError as exc:
+        raise TransportError(f"server {link.target} sent a malformed model: {exc}") from None
+    if rnd != round_number or model_digest(envelope) != setup.context_digest:
+        return None
+    return payload
 
 
 def _safe_decode(payload: bytes) -> object:

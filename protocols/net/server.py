@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from protocols.config import Stage
-from protocols.errors import DecodeError, ProtocolAborted
+from protocols.errors import ConfigError, DecodeError, ProtocolAborted
 from protocols.net.errors import AuthenticationError, TransportError
 from protocols.net.wire import (
     NO_STAGE,
@@ -37,7 +37,10 @@ from protocols.net.wire import (
     ReplyStatus,
     decode_exchange,
     decode_hello,
+    decode_model_request,
+    encode_model,
     encode_welcome,
+    model_digest,
     stage_code,
     stage_key,
 )
@@ -82,6 +85,10 @@ class AggregationServer:
     ``stage_deadline`` (seconds) is how long a stage waits for stragglers; ``join_deadline``
     how long the first round waits for clients to say hello; ``context`` returns the
     32-byte digest of what the clients are sent besides the protocol for a round.
+    ``model`` (instead of ``context``) returns the public model of a round: the server
+    serves it to the devices (the ``Model`` call) and its envelope's digest
+    (:func:`~protocols.net.wire.model_digest`) is the round's context digest. It is called
+    when the round starts, i.e. after the previous round's ``on_round`` callback.
     """
 
     def __init__(
@@ -96,7 +103,10 @@ class AggregationServer:
         poll_seconds: float = 5.0,
         linger_seconds: float = 2.0,
         context: Callable[[int], bytes] | None = None,
+        model: Callable[[int], bytes] | None = None,
     ) -> None:
+        if context is not None and model is not None:
+            raise ConfigError("give a context digest function or a model function, not both")
         self.job = job
         self.config = job.secagg_config()
         missing = set(range(job.num_clients)) - set(registry)
@@ -108,6 +118,8 @@ class AggregationServer:
         self.poll_seconds = poll_seconds
         self.linger_seconds = linger_seconds
         self._context = context or self._default_context
+        self._model = model
+        self._models: dict[int, bytes] = {}
         self.nonce = secrets.token_bytes(32)
         self._welcome = encode_welcome(self.nonce, job)
         self._cv = threading.Condition()
@@ -134,6 +146,7 @@ class AggregationServer:
         handlers = {
             "Hello": grpc.unary_unary_rpc_method_handler(self._hello),
             "Exchange": grpc.unary_unary_rpc_method_handler(self._exchange),
+            "Model": grpc.unary_unary_rpc_method_handler(self._model_call),
         }
         self._server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE, handlers),)
@@ -203,12 +216,24 @@ class AggregationServer:
 
     def _run_round(self, round_number: int) -> RoundOutcome:
         start = time.perf_counter()
+        if self._model is None:
+            context_digest = self._context(round_number)
+        else:
+            envelope = encode_model(round_number, self._model(round_number))
+            if len(envelope) > self.job.max_message_bytes():
+                raise ConfigError("the model exceeds the job's message size limit")
+            with self._cv:
+                # this round's and the previous one's (for a device still fetching it)
+                self._models = {r: e for r, e in self._models.items() if r == round_number - 1} | {
+                    round_number: envelope
+                }
+            context_digest = model_digest(envelope)
         server = SecAggServer(
             self.config,
             self.job.vector_length,
             round_number=round_number,
             graph_seed=secrets.token_bytes(32),
-            context_digest=self._context(round_number),
+            context_digest=context_digest,
             verify_keys=self._keys if self.config.consistency_check else None,
         )
         with self._cv:
@@ -262,6 +287,24 @@ class AggregationServer:
         if cid not in self._keys:
             self._reject(context, grpc.StatusCode.PERMISSION_DENIED, f"unknown client {cid}")
         return self._welcome
+
+    def model_for(self, client_id: int, round_number: int) -> bytes | None:
+        """The model envelope served to ``client_id`` for a round (None: not available)."""
+        with self._cv:
+            return self._models.get(round_number)
+
+    def _model_call(self, request: bytes, context: Any) -> bytes:
+        try:
+            cid, rnd = decode_model_request(request)
+        except DecodeError as exc:
+            self._reject(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if cid not in self._keys:
+            self._reject(context, grpc.StatusCode.PERMISSION_DENIED, f"unknown client {cid}")
+        envelope = self.model_for(cid, rnd)
+        if envelope is None:
+            self._reject(context, grpc.StatusCode.NOT_FOUND, f"no model for round {rnd}")
+        assert envelope is not None
+        return envelope
 
     def _reject(self, context: Any, code: Any, text: str) -> None:
         with self._cv:

@@ -9,6 +9,7 @@ type, then little-endian fixed-width fields (u32 lengths, capped by the gRPC siz
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 from collections.abc import Mapping
@@ -28,10 +29,15 @@ __all__ = [
     "ReplyStatus",
     "decode_exchange",
     "decode_hello",
+    "decode_model",
+    "decode_model_request",
     "decode_reply",
     "decode_welcome",
     "encode_hello",
+    "encode_model",
+    "encode_model_request",
     "encode_welcome",
+    "model_digest",
     "stage_code",
     "stage_key",
 ]
@@ -43,7 +49,10 @@ _SIGNATURE_BYTES = 64
 _LABEL = b"privagg/v1/net/exchange"
 _MAGIC = b"PN"
 _VERSION = 1
-_HELLO, _WELCOME, _EXCHANGE, _REPLY = 1, 2, 3, 4
+_HELLO, _WELCOME, _EXCHANGE, _REPLY, _MODEL, _MODEL_REQUEST = 1, 2, 3, 4, 5, 6
+_MODEL_LABEL = b"privagg/v1/net/model"
+_MODEL_FIXED = struct.Struct("<QI")
+_MODEL_REQUEST_FIXED = struct.Struct("<IQ")
 _HEADER = struct.Struct("<2sBB")
 _EXCHANGE_FIXED = struct.Struct("<IQQBI")
 _REPLY_FIXED = struct.Struct("<BQBI")
@@ -262,3 +271,48 @@ def decode_reply(data: bytes) -> Reply:
     if status == ReplyStatus.MESSAGE and stage >= len(_STAGES):
         raise DecodeError("reply names an unknown stage")
     return Reply(int(status), int(rnd), int(stage), data[off:])
+
+
+def encode_model(round_number: int, payload: bytes) -> bytes:
+    """The public model a server broadcasts for ``round_number`` (``payload`` is opaque to
+    the transport: the application's serialized model)."""
+    if isinstance(round_number, bool) or not 0 <= round_number < 1 << 64:
+        raise ConfigError("round_number must be an int in [0, 2^64)")
+    head = _HEADER.pack(_MAGIC, _VERSION, _MODEL)
+    return head + _MODEL_FIXED.pack(round_number, len(payload)) + bytes(payload)
+
+
+def decode_model(data: bytes) -> tuple[int, bytes]:
+    """``(round number, payload)`` of a model envelope; anything malformed is a DecodeError."""
+    _header(data, _MODEL)
+    off = _HEADER.size
+    if len(data) < off + _MODEL_FIXED.size:
+        raise DecodeError("model envelope truncated")
+    rnd, length = _MODEL_FIXED.unpack_from(data, off)
+    off += _MODEL_FIXED.size
+    if len(data) != off + length:
+        raise DecodeError("model envelope has the wrong length")
+    return int(rnd), data[off:]
+
+
+def model_digest(envelope: bytes) -> bytes:
+    """The 32-byte digest of a model envelope: the round's SecAgg context digest, so every
+    device's session is bound to the exact model it was sent (a server that sends different
+    models to different devices splits them into sessions that cannot aggregate)."""
+    return hashlib.sha256(_MODEL_LABEL + envelope).digest()
+
+
+def encode_model_request(client_id: int, round_number: int) -> bytes:
+    """A device asks for the public model of ``round_number`` (the model is public: the
+    request is not signed)."""
+    head = _HEADER.pack(_MAGIC, _VERSION, _MODEL_REQUEST)
+    return head + _MODEL_REQUEST_FIXED.pack(client_id, round_number)
+
+
+def decode_model_request(data: bytes) -> tuple[int, int]:
+    """``(client id, round number)`` of a model request."""
+    _header(data, _MODEL_REQUEST)
+    if len(data) != _HEADER.size + _MODEL_REQUEST_FIXED.size:
+        raise DecodeError("model request has the wrong length")
+    cid, rnd = _MODEL_REQUEST_FIXED.unpack_from(data, _HEADER.size)
+    return int(cid), int(rnd)
