@@ -24,6 +24,8 @@ _COMMAND_MODULES = (
     "analysis.commands.certs",
     "analysis.commands.serve",
     "analysis.commands.client",
+    "analysis.commands.sweep",
+    "analysis.commands.audit_empirical",
 )
 
 EXIT_USAGE = 2
@@ -38,12 +40,13 @@ def _version() -> str:
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
     """The typed error roots of every layer: these are the user's mistakes to report."""
+    from analysis.errors import AnalysisError
     from dp.errors import DPError
     from protocols.errors import ProtocolError
     from recsys.errors import RecsysError
     from secagg.errors import SecAggError
 
-    return (DPError, ProtocolError, RecsysError, SecAggError)
+    return (AnalysisError, DPError, ProtocolError, RecsysError, SecAggError)
 
 
 def build_parser() -> argparse.ArgumentParser:

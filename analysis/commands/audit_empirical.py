@@ -1,0 +1,255 @@
+"""``privagg audit-empirical`` and ``privagg attack``: empirical privacy audits and attacks.
+
+``audit-empirical`` runs a one-run audit (Steinke, Nasr, Jagielski 2023): m canaries, each
+included with probability ½, scored by the best attack on what the server sees; it prints
+the 95 % lower bound on ε beside the accountant's claimed ε and the ideal bound for that
+many guesses, and writes ``audit.json`` and ``roc.png`` (the attack's ROC against the
+trade-off curve the claimed (ε, δ) allows). ``--mechanism gaussian`` is the self-check on a
+plain Gaussian mechanism (``--noise-scale 0.1`` or ``--uncharged-rounds`` break it on
+purpose); ``--mechanism distributed`` audits privagg's SecAgg + distributed discrete
+Gaussian path, with the noise multiplier and rounds of a ``privagg train`` run
+(``--from-run DIR``) or given explicitly. Exit code 1 when the audit rejects the claim.
+
+``attack`` runs the attack suite (rated-set inference against sparse / plaintext-FCF /
+masked uploads, user membership inference and round differencing at each ε) and prints
+each AUC (0.5 = chance).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from typing import Any
+
+import numpy as np
+
+from analysis.attacks import attack_suite
+from analysis.audit_empirical import (
+    OneRunAudit,
+    audit_distributed_dp,
+    audit_gaussian_mechanism,
+    empirical_roc,
+    gaussian_canary_scores,
+    gaussian_sigma_for_epsilon,
+    predicted_tpr,
+)
+from analysis.errors import AnalysisError, AuditInputError
+
+EXIT_OK = 0
+EXIT_REJECTED = 1
+EXIT_USAGE = 2
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``audit-empirical`` and ``attack`` subcommands."""
+    p = subparsers.add_parser(
+        "audit-empirical",
+        help="one-run empirical privacy audit (canaries → 95%% lower bound on ε)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--mechanism", choices=("gaussian", "distributed"), default="distributed")
+    p.add_argument("--epsilon", type=float, default=4.0, help="claimed ε (gaussian self-check)")
+    p.add_argument("--delta", type=float, default=1e-5, help="δ (1e-5)")
+    p.add_argument(
+        "--noise-scale",
+        type=float,
+        default=1.0,
+        help="multiply the noise by this (0.1 = a broken pipeline)",
+    )
+    p.add_argument(
+        "--uncharged-rounds",
+        type=int,
+        default=1,
+        help="gaussian: releases actually made while only one is charged (1)",
+    )
+    p.add_argument("--from-run", default=None, help="a privagg train output folder")
+    p.add_argument("--noise-multiplier", type=float, default=None, help="distributed: z")
+    p.add_argument("--rounds", type=int, default=None, help="distributed: releases")
+    p.add_argument("--canaries", type=int, default=10_000, help="m canaries (10000)")
+    p.add_argument("--guesses", type=int, default=100, help="k₊: guesses on the top scores")
+    p.add_argument("--honest-clients", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="folder for audit.json and roc.png")
+    p.set_defaults(func=run_audit)
+
+    a = subparsers.add_parser(
+        "attack",
+        help="attack suite: rated-set inference, membership inference, round differencing",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    a.add_argument("--epsilon", default="1,8,inf", help="comma-separated ε for MI/differencing")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--json", action="store_true", help="print JSON")
+    a.set_defaults(func=run_attack)
+
+
+def run_noise_parameters(path: str) -> tuple[float, int, float, float]:
+    """(z, releases, claimed ε, δ) of a privagg train run, from its summary.json."""
+    try:
+        with open(os.path.join(path, "summary.json"), encoding="utf-8") as fh:
+            card = json.load(fh)["report_card"]
+    except (OSError, KeyError, ValueError) as exc:
+        raise AuditInputError(f"--from-run {path}: not a privagg train output ({exc})") from None
+    if card.get("privacy") == "none":
+        raise AuditInputError("--from-run: that run has no DP (ε = ∞); nothing to audit")
+    z = float(card.get("round_noise_multiplier") or 0.0)
+    rounds = int(card.get("fcf_rounds") or 0)
+    if z <= 0 or rounds == 0:  # popularity-only model: one release with its own noise
+        z, rounds = float(card["popularity_noise_multiplier"]), 1
+    return z, rounds, float(card["epsilon"]), float(card["delta"])
+
+
+def plot_roc(
+    path: str, scores: Any, included: Any, audit: OneRunAudit, mu: float | None = None
+) -> float:
+    """Draw the attack's ROC against the trade-off curves of the claimed and audited ε."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fpr, tpr, area = empirical_roc(scores, included)
+    grid = np.logspace(-5, 0, 400)
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    ax.plot(fpr, tpr, label=f"attack ROC (AUC {area:.3f})")
+    if audit.epsilon_claimed is not None:
+        ax.plot(
+            grid,
+            predicted_tpr(grid, audit.epsilon_claimed, audit.delta),
+            "k--",
+            label=f"max TPR allowed by claimed ε={audit.epsilon_claimed:.3g}, δ={audit.delta:g}",
+        )
+    if mu is not None:
+        from scipy import stats
+
+        ax.plot(
+            grid,
+            stats.norm.cdf(stats.norm.ppf(grid) + mu),
+            "g-.",
+            label=f"accountant's Gaussian trade-off curve (μ = {mu:.3g})",
+        )
+    ax.plot(
+        grid,
+        predicted_tpr(grid, audit.epsilon_lower, audit.delta),
+        ":",
+        label=f"audited lower bound ε ≥ {audit.epsilon_lower:.3g}",
+    )
+    ax.set_xscale("log")
+    ax.set_xlim(1.0 / max(2, audit.canaries), 1)
+    ax.set_xlabel("false-positive rate")
+    ax.set_ylabel("true-positive rate")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return area
+
+
+def run_audit(args: argparse.Namespace) -> int:
+    """Run the audit, print the verdict, write audit.json + roc.png when --out is given."""
+    try:
+        return _run_audit(args)
+    except AnalysisError as exc:
+        print(f"privagg audit-empirical: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _run_audit(args: argparse.Namespace) -> int:
+    if args.canaries < 2 or not 0 < args.guesses <= args.canaries:
+        raise AuditInputError("need --canaries >= 2 and 0 < --guesses <= --canaries")
+    if not args.noise_scale > 0 or args.uncharged_rounds < 1:
+        raise AuditInputError("--noise-scale must be > 0 and --uncharged-rounds >= 1")
+    scores: Any
+    included: Any
+    if args.mechanism == "gaussian":
+        sigma = gaussian_sigma_for_epsilon(args.epsilon, args.delta)
+        what = f"Gaussian mechanism, σ = {sigma:.4g} × {args.noise_scale:g}"
+        mu: float | None = 1.0 / sigma  # what the accountant assumes (one charged release)
+        audit = audit_gaussian_mechanism(
+            canaries=args.canaries,
+            sigma=sigma * args.noise_scale,
+            epsilon_claimed=args.epsilon,
+            delta=args.delta,
+            k_plus=args.guesses,
+            rounds=args.uncharged_rounds,
+            seed=args.seed,
+        )
+        scores, included = gaussian_canary_scores(
+            args.canaries, sigma * args.noise_scale, args.uncharged_rounds, args.seed
+        )
+    else:
+        claimed: float | None = None
+        delta = args.delta
+        if args.from_run:
+            z, rounds, claimed, delta = run_noise_parameters(args.from_run)
+        else:
+            if args.noise_multiplier is None or args.rounds is None:
+                raise AuditInputError("give --from-run or both --noise-multiplier and --rounds")
+            z, rounds = args.noise_multiplier, args.rounds
+        what = f"distributed DP under SecAgg, z = {z:.4g} × {args.noise_scale:g}, {rounds} rounds"
+        mu = math.sqrt(rounds) / z
+        if claimed is None:
+            # the claim is what the accountant says for the configured (unbroken) noise
+            import dp
+
+            claimed = dp.epsilon(noise_multiplier=z, sampling_rate=1.0, steps=rounds, delta=delta)
+        res = audit_distributed_dp(
+            canaries=args.canaries,
+            noise_multiplier=z * args.noise_scale,
+            rounds=rounds,
+            delta=delta,
+            k_plus=args.guesses,
+            epsilon_claimed=claimed,
+            honest_clients=args.honest_clients,
+            seed=args.seed,
+        )
+        audit, scores, included = res.audit, res.scores, res.included
+    print(f"empirical one-run audit: {what}")
+    print(
+        f"  canaries {audit.canaries}, guesses {audit.guesses}, correct {audit.correct}; "
+        f"δ = {audit.delta:g}, confidence {100 * (1 - audit.significance):.0f} %"
+    )
+    print(
+        f"  ε lower bound {audit.epsilon_lower:.3f}   ideal bound for {audit.guesses} guesses "
+        f"{audit.epsilon_ideal:.3f}   accountant's claimed ε {audit.epsilon_claimed:.3f}"
+    )
+    print("  result: " + ("CLAIM REJECTED" if audit.rejects_claim else "consistent with claim"))
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        area = plot_roc(os.path.join(args.out, "roc.png"), scores, included, audit, mu)
+        with open(os.path.join(args.out, "audit.json"), "w", encoding="utf-8") as fh:
+            json.dump({**audit.summary(), "what": what, "attack_auc": area}, fh, indent=1)
+        print(f"  wrote {args.out}/audit.json, roc.png")
+    return EXIT_REJECTED if audit.rejects_claim else EXIT_OK
+
+
+def run_attack(args: argparse.Namespace) -> int:
+    """Run the attack suite and print one line per attack."""
+    try:
+        eps = [float(t) for t in args.epsilon.split(",") if t.strip()]
+        if not eps or any(not e > 0 for e in eps):
+            raise AuditInputError("--epsilon must list positive numbers (inf allowed)")
+    except ValueError as exc:
+        print(f"privagg attack: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    results = attack_suite(eps, seed=args.seed)
+    if args.json:
+        out = [
+            {
+                k: ("inf" if isinstance(v, float) and math.isinf(v) else v)
+                for k, v in r.summary().items()
+            }
+            for r in results
+        ]
+        print(json.dumps(out, indent=1))
+        return EXIT_OK
+    for r in results:
+        extra = f" at ε = {r.detail['epsilon']:g}" if "epsilon" in r.detail else ""
+        print(f"  {r.name}{extra}: AUC {r.auc:.3f}  (0.5 = chance)")
+    return EXIT_OK

@@ -1,0 +1,191 @@
+"""One-run audit (Steinke–Nasr–Jagielski 2023): bound computation and self-checks."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from analysis.audit_empirical import (
+    audit_distributed_dp,
+    audit_gaussian_mechanism,
+    empirical_roc,
+    epsilon_lower_bound,
+    gaussian_epsilon,
+    gaussian_sigma_for_epsilon,
+    max_epsilon_lower_bound,
+    one_run_audit,
+    one_run_p_value,
+    predicted_tpr,
+)
+from analysis.cli import main
+from analysis.errors import AuditInputError
+
+
+@pytest.mark.parametrize(("r", "expected"), [(10, 1.05), (100, 3.49), (1000, 5.81), (10_000, 8.11)])
+def test_ideal_bound_matches_closed_form(r: int, expected: float) -> None:
+    # all-correct with δ = 0: p_ε^r = α  →  ε = logit(α^(1/r))  (dp.md §2)
+    closed = math.log(0.05 ** (1 / r) / (1 - 0.05 ** (1 / r)))
+    got = max_epsilon_lower_bound(r, 10 * r, 0.0)
+    assert got == pytest.approx(closed, abs=1e-5)
+    assert got == pytest.approx(expected, abs=0.005)
+
+
+def test_bound_is_the_largest_rejected_epsilon() -> None:
+    r, v, m = 200, 150, 5000
+    eps = epsilon_lower_bound(r, v, m, 1e-6)
+    assert one_run_p_value(r, v, eps, 1e-6, m) <= 0.05 < one_run_p_value(r, v, eps + 1e-4, 1e-6, m)
+    # δ = 0 reduces to the plain binomial tail
+    p = 1 / (1 + math.exp(-1.0))
+    assert one_run_p_value(r, v, 1.0, 0.0, m) == pytest.approx(stats.binom.sf(v - 1, r, p))
+
+
+def test_chance_guessing_certifies_nothing() -> None:
+    assert epsilon_lower_bound(100, 50, 1000, 1e-5) == 0.0
+
+
+def test_delta_term_weakens_the_bound() -> None:
+    assert max_epsilon_lower_bound(1000, 100_000, 1e-5) < max_epsilon_lower_bound(1000, 100_000, 0)
+
+
+def test_exact_gaussian_calibration_roundtrip() -> None:
+    # σ column of dp.md §2's table
+    for eps, sigma in [(1, 3.73), (2, 1.99), (4, 1.08), (8, 0.60)]:
+        s = gaussian_sigma_for_epsilon(eps, 1e-5)
+        assert s == pytest.approx(sigma, abs=0.006)
+        assert gaussian_epsilon(s, 1e-5) == pytest.approx(eps, abs=1e-6)
+
+
+def test_self_check_gaussian_known_epsilon_lands_on_idealized_numbers() -> None:
+    # dp.md §2: ε_true = 4, m = 10⁴, r = 100 → ≈ 1.93 (mean of 20 runs); ε_true = 1 → 0.33
+    sigma4 = gaussian_sigma_for_epsilon(4.0, 1e-5)
+    lbs = [
+        audit_gaussian_mechanism(
+            canaries=10_000, sigma=sigma4, epsilon_claimed=4.0, delta=1e-5, k_plus=100, seed=s
+        ).epsilon_lower
+        for s in range(5)
+    ]
+    assert 1.4 <= float(np.mean(lbs)) <= 2.5
+    assert max(lbs) < 4.0  # a correct mechanism is never rejected here
+    sigma1 = gaussian_sigma_for_epsilon(1.0, 1e-5)
+    lb1 = np.mean(
+        [
+            audit_gaussian_mechanism(
+                canaries=10_000, sigma=sigma1, epsilon_claimed=1.0, delta=1e-5, k_plus=100, seed=s
+            ).epsilon_lower
+            for s in range(5)
+        ]
+    )
+    assert 0.0 <= lb1 <= 0.8
+
+
+def test_self_check_broken_noise_is_rejected() -> None:
+    sigma = gaussian_sigma_for_epsilon(4.0, 1e-5)
+    broken = audit_gaussian_mechanism(
+        canaries=10_000, sigma=sigma / 10, epsilon_claimed=4.0, delta=1e-5, k_plus=3000, seed=1
+    )
+    assert broken.rejects_claim and broken.epsilon_lower > 6.0
+    honest = audit_gaussian_mechanism(
+        canaries=10_000, sigma=sigma, epsilon_claimed=4.0, delta=1e-5, k_plus=3000, seed=1
+    )
+    assert not honest.rejects_claim
+
+
+def test_self_check_uncharged_rounds_are_rejected() -> None:
+    # 100 releases happen but the accountant charged one: the true ε is far above 4
+    sigma = gaussian_sigma_for_epsilon(4.0, 1e-5)
+    audit = audit_gaussian_mechanism(
+        canaries=10_000,
+        sigma=sigma,
+        epsilon_claimed=4.0,
+        delta=1e-5,
+        k_plus=3000,
+        rounds=100,
+        seed=2,
+    )
+    assert audit.rejects_claim
+
+
+def test_distributed_path_consistent_and_broken_rejected() -> None:
+    ok = audit_distributed_dp(
+        canaries=2000,
+        noise_multiplier=1.0,
+        rounds=3,
+        delta=1e-5,
+        k_plus=100,
+        honest_clients=10,
+        seed=0,
+    )
+    assert ok.audit.epsilon_claimed is not None and not ok.audit.rejects_claim
+    assert 0.0 < ok.audit.epsilon_lower <= ok.audit.epsilon_ideal
+    broken = audit_distributed_dp(
+        canaries=2000,
+        noise_multiplier=0.05,
+        rounds=3,
+        delta=1e-5,
+        k_plus=900,
+        honest_clients=10,
+        seed=0,
+        epsilon_claimed=2.0,
+    )
+    assert broken.audit.rejects_claim
+
+
+def test_roc_and_predicted_curve() -> None:
+    sim = np.random.default_rng(0)
+    inc = sim.random(2000) < 0.5
+    fpr, tpr, area = empirical_roc(inc + sim.standard_normal(2000), inc)
+    assert fpr[0] == tpr[0] == 0 and fpr[-1] == tpr[-1] == 1
+    assert area == pytest.approx(stats.norm.cdf(1 / math.sqrt(2)), abs=0.03)
+    grid = np.linspace(0, 1, 11)
+    curve = predicted_tpr(grid, 1.0, 0.0)
+    assert np.all(curve >= grid - 1e-12) and np.all(curve <= 1)
+
+
+@pytest.mark.parametrize("bad", [dict(k_plus=0), dict(k_plus=11), dict(k_plus=-1, k_minus=2)])
+def test_bad_audit_inputs(bad: dict[str, int]) -> None:
+    inc = np.arange(10) % 2 == 0
+    with pytest.raises(AuditInputError):
+        one_run_audit(np.arange(10.0), inc, delta=0.0, **bad)
+    with pytest.raises(AuditInputError):
+        one_run_audit(np.arange(10.0), inc.astype(int), k_plus=1, delta=0.0)
+
+
+def test_cli_exit_codes_and_outputs(tmp_path: Path) -> None:
+    assert (
+        main(
+            [
+                "audit-empirical",
+                "--mechanism",
+                "gaussian",
+                "--canaries",
+                "2000",
+                "--guesses",
+                "50",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "roc.png").stat().st_size > 5000 and (tmp_path / "audit.json").exists()
+    assert (
+        main(
+            [
+                "audit-empirical",
+                "--mechanism",
+                "gaussian",
+                "--canaries",
+                "4000",
+                "--guesses",
+                "1500",
+                "--noise-scale",
+                "0.1",
+            ]
+        )
+        == 1
+    )
+    assert main(["audit-empirical", "--mechanism", "distributed"]) == 2
