@@ -123,13 +123,21 @@ def _upper(
     *, noise_multiplier: float, sampling_rate: float, steps: int, delta: float, accountant: str
 ) -> float:
     """ε upper bound without warnings (used inside searches)."""
-    return epsilon_bracket(
-        noise_multiplier=noise_multiplier,
-        sampling_rate=sampling_rate,
-        steps=steps,
-        delta=delta,
-        accountant=accountant,
-    ).epsilon_upper
+    if accountant != "pld":
+        return epsilon_bracket(
+            noise_multiplier=noise_multiplier,
+            sampling_rate=sampling_rate,
+            steps=steps,
+            delta=delta,
+            accountant=accountant,
+        ).epsilon_upper
+    # PLD's get_epsilon is silent and skips the certified lower end a search never reads
+    sigma = _finite_positive(noise_multiplier, "noise_multiplier")
+    q, t, d = _rate(sampling_rate), _steps(steps), _delta(delta)
+    acc = PldAccountant()
+    if t:
+        acc.compose(sampled_gaussian_event(sigma, q), t)
+    return acc.get_epsilon(d)
 
 
 def _eps_fn(

@@ -37,6 +37,12 @@ class AutoAccountant(Accountant):
         """``"pld"`` or ``"rdp"``: the backend that answers for the current composition."""
         return "pld" if self._pld_ok else "rdp"
 
+    def get_epsilon(self, delta: float) -> float:
+        trivial = self._trivial(delta)
+        if trivial is not None:
+            return trivial.epsilon_upper
+        return (self._pld if self._pld_ok else self._rdp).get_epsilon(delta)
+
     def get_epsilon_bracket(self, delta: float) -> EpsilonBracket:
         trivial = self._trivial(delta)
         if trivial is not None:

@@ -26,7 +26,7 @@ class PldAccountant(Accountant):
         super().__init__()
         self._rtol = relative_tolerance
         self._atol = absolute_tolerance
-        self._cache: dict[float, PldBracket] = {}
+        self._cache: dict[tuple[float, bool], PldBracket] = {}
 
     def _check(self, mechanism: SampledMechanism) -> None:
         if gaussian_noise_multiplier(mechanism) is None:
@@ -49,18 +49,32 @@ class PldAccountant(Accountant):
             merged[key] = merged.get(key, 0) + count
         return [GaussianPhase(q, s, n) for (q, s), n in sorted(merged.items())]
 
-    def pld_bracket(self, delta: float) -> PldBracket:
-        """The full PLD result (bracket, grid interval, FFT size, error estimate)."""
-        cached = self._cache.get(delta)
+    def pld_bracket(self, delta: float, *, want_lower: bool = True) -> PldBracket:
+        """The full PLD result (bracket, grid interval, FFT size, error estimate).
+
+        ``want_lower=False`` skips the certified lower end (reported as 0), which costs
+        about as much as the upper end on its finer grid; the upper end is the same.
+        """
+        cached = self._cache.get((delta, True))
+        if cached is None:
+            cached = self._cache.get((delta, want_lower))
         if cached is None:
             cached = gaussian_pld_bracket(
                 self.phases(),
                 delta,
                 relative_tolerance=self._rtol,
                 absolute_tolerance=self._atol,
+                want_lower=want_lower,
             )
-            self._cache[delta] = cached
+            self._cache[(delta, want_lower)] = cached
         return cached
+
+    def get_epsilon(self, delta: float) -> float:
+        """The valid (upper) ε, without paying for the certified lower end."""
+        trivial = self._trivial(delta)
+        if trivial is not None:
+            return trivial.epsilon_upper
+        return self.pld_bracket(delta, want_lower=False).epsilon_upper
 
     def get_epsilon_bracket(self, delta: float) -> EpsilonBracket:
         trivial = self._trivial(delta)
