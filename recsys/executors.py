@@ -14,12 +14,23 @@ simulation noise from a generator seeded by (seed, round, shard), so :class:`Loc
 and :class:`RayExecutor` release bit-identical aggregates for a fixed seed (modular sums do
 not depend on completion order). :class:`RayExecutor` needs the ``ray`` extra; pass
 ``address`` to use an existing cluster.
+
+Lost hosts (checklist F8): a Ray actor that dies, or does not answer within ``timeout``
+seconds, is killed and its devices are treated as dropouts from that stage on; the round
+goes on with the other hosts' devices. SecAgg decides the outcome exactly as for any other
+dropout: the exact sum over the included devices (a device whose masked input reached the
+server before its host died stays included), or :class:`protocols.ProtocolAborted` with
+``TOO_FEW_SURVIVORS`` when fewer than the threshold remain. No ``ray.get`` waits without a
+timeout, so a dead or stuck actor cannot hang a round; lost actors are replaced by fresh
+ones at the start of the next round.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import logging
+import math
 import pickle
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -38,6 +49,7 @@ from recsys.errors import ConfigError
 from recsys.federated import ClientTask, DeviceFleet, ItemServer
 
 IntArray = NDArray[np.int64]
+_log = logging.getLogger(__name__)
 
 __all__ = [
     "ClientWork",
@@ -133,6 +145,8 @@ class RoundOutcome:
 
     ``work_seconds`` / ``protocol_seconds`` are device time summed over hosts (training and
     encoding / SecAgg client steps); ``wall_seconds`` is the round as the caller saw it.
+    ``lost_hosts`` are the hosts that died or timed out during the round (their devices
+    counted as dropouts).
     """
 
     total: NDArray[Any] = field(repr=False)
@@ -140,6 +154,7 @@ class RoundOutcome:
     work_seconds: float
     protocol_seconds: float
     wall_seconds: float
+    lost_hosts: tuple[int, ...] = ()
 
 
 class Executor(Protocol):
@@ -178,6 +193,10 @@ class _ShardedExecutor:
 
     def _end(self) -> None:
         raise NotImplementedError
+
+    def _lost_hosts(self) -> tuple[int, ...]:
+        """Hosts lost during the current round (none for in-process hosts)."""
+        return ()
 
     def aggregate(
         self,
@@ -243,6 +262,7 @@ class _ShardedExecutor:
             work_seconds,
             protocol_seconds,
             time.perf_counter() - wall,
+            self._lost_hosts(),
         )
 
 
@@ -278,8 +298,11 @@ class RayExecutor(_ShardedExecutor):
     """Shards on ``num_actors`` stateful Ray actors (one CPU each).
 
     Connects to ``address`` (an existing cluster, e.g. ``"auto"`` or ``"ray://head:10001"``)
-    or starts a local instance with ``num_cpus``. Client work and secrets stay inside the
-    actors; the driver sends server messages and receives replies as bytes.
+    or starts a local instance with ``num_cpus``; an already initialized Ray in this process
+    is used as it is (and left running by :meth:`close`). Client work and secrets stay inside
+    the actors; the driver sends server messages and receives replies as bytes. A host that
+    dies, or does not answer a call within ``timeout`` seconds, is lost for the round (see
+    the module docstring).
     """
 
     def __init__(
@@ -289,10 +312,18 @@ class RayExecutor(_ShardedExecutor):
         *,
         address: str | None = None,
         num_cpus: int | None = None,
+        timeout: float = 600.0,
     ) -> None:
         super().__init__(num_actors, shard_size)
+        if not (isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0):
+            raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
         ray = _require_ray()
         self._ray = ray
+        self.timeout = float(timeout)
+        self._host_errors: tuple[type[BaseException], ...] = (
+            ray.exceptions.RayActorError,
+            ray.exceptions.ObjectLostError,
+        )
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
             ray.init(
@@ -302,32 +333,82 @@ class RayExecutor(_ShardedExecutor):
                 log_to_driver=False,
                 configure_logging=False,
             )
-        actor = ray.remote(num_cpus=1)(ShardHost)
-        self._actors = [actor.remote() for _ in range(num_actors)]
+        self._actor = ray.remote(num_cpus=1)(ShardHost)
+        self._actors = [self._actor.remote() for _ in range(num_actors)]
+        self._lost: set[int] = set()
+
+    @property
+    def actors(self) -> tuple[Any, ...]:
+        """The Ray actor handles, one per host (host i holds shards i, i + n, ...)."""
+        return tuple(self._actors)
+
+    def _lose(self, host: int, why: str) -> None:
+        if host in self._lost:
+            return
+        self._lost.add(host)
+        _log.warning("shard host %d lost (%s): its devices drop out of the round", host, why)
+        try:  # a stuck actor must not answer later; a dead one is already gone
+            self._ray.kill(self._actors[host], no_restart=True)
+        except Exception:  # the actor is lost either way
+            _log.debug("shard host %d could not be killed", host)
+
+    def _gather(self, calls: Sequence[tuple[int, Any]]) -> dict[int, Any]:
+        """The results of the live hosts' ``calls`` (host, object ref), waiting at most
+        ``timeout`` seconds in all. A host whose actor died, or that did not answer in
+        time, is lost; an exception raised by the client work itself propagates."""
+        if not calls:
+            return {}
+        refs = [ref for _, ref in calls]
+        ready, _ = self._ray.wait(refs, num_returns=len(refs), timeout=self.timeout)
+        done = {ref.hex() for ref in ready}
+        results: dict[int, Any] = {}
+        for host, ref in calls:
+            if ref.hex() not in done:
+                self._lose(host, f"no answer within {self.timeout:g} s")
+                continue
+            try:
+                results[host] = self._ray.get(ref, timeout=self.timeout)
+            except self._host_errors as exc:
+                self._lose(host, type(exc).__name__)
+            except self._ray.exceptions.GetTimeoutError:
+                self._lose(host, f"no answer within {self.timeout:g} s")
+        return results
 
     def _begin(self, plans: list[list[tuple[int, int, IntArray]]], *args: Any) -> float:
+        for host in sorted(self._lost):  # replace the hosts lost in an earlier round
+            self._actors[host] = self._actor.remote()
+        self._lost = set()
         # One copy in the object store, shared by the actors. Pickled first: Ray would hand
         # its numpy arrays out zero-copy and read-only, but a device's local update may
         # write its own state (e.g. the FCF user factors) in the actor's copy.
         work = self._ray.put(pickle.dumps(args[0], protocol=pickle.HIGHEST_PROTOCOL))
         calls = [
-            a.begin.remote(work, plan, args[1], args[2])
-            for a, plan in zip(self._actors, plans, strict=True)
+            (host, a.begin.remote(work, plan, args[1], args[2]))
+            for host, (a, plan) in enumerate(zip(self._actors, plans, strict=True))
         ]
-        return float(max(self._ray.get(calls)))
+        seconds = self._gather(calls).values()
+        return float(max(seconds, default=0.0))
 
     def _handle(self, batches: list[dict[int, bytes]]) -> list[tuple[dict[int, bytes], float]]:
-        calls = [a.handle.remote(b) for a, b in zip(self._actors, batches, strict=True) if b]
-        replies: list[tuple[dict[int, bytes], float]] = self._ray.get(calls)
-        return replies
+        calls = [
+            (host, self._actors[host].handle.remote(b))
+            for host, b in enumerate(batches)
+            if b and host not in self._lost
+        ]
+        return list(self._gather(calls).values())
 
     def _end(self) -> None:
-        self._ray.get([a.end.remote() for a in self._actors])
+        live = [h for h in range(len(self._actors)) if h not in self._lost]
+        self._gather([(h, self._actors[h].end.remote()) for h in live])
+
+    def _lost_hosts(self) -> tuple[int, ...]:
+        return tuple(sorted(self._lost))
 
     def close(self) -> None:
         """Stop the actors (and the local Ray instance if this executor started it)."""
-        for a in self._actors:
-            self._ray.kill(a)
+        for host, a in enumerate(self._actors):
+            if host not in self._lost:
+                self._ray.kill(a, no_restart=True)
         self._actors = []
         if self._owns_ray:
             self._ray.shutdown()

@@ -1,10 +1,18 @@
-"""``privagg audit LEDGER``: check a privacy ledger without trusting the trainer.
+"""``privagg audit LEDGER`` and ``privagg audit --empirical``: check ε claims.
 
-Verifies the hash chain, the head record and (if signed) every Ed25519 signature;
-recomputes every round's ε from the raw events with the recorded backend and cross-checks
-it with an independent one; checks that dropouts were charged for the realized noise, and
-every budget (global and per user). Exit code 0: all checks pass; 1: any violation or
-tampering; 2: usage error (e.g. the file is not a ledger).
+``audit LEDGER`` checks a privacy ledger without trusting the trainer: it verifies the hash
+chain, the head record and (if signed) every Ed25519 signature; recomputes every round's ε
+from the raw events with the recorded backend and cross-checks it with an independent one;
+checks that dropouts were charged for the realized noise, and every budget (global and per
+user). Exit code 0: all checks pass; 1: any violation or tampering; 2: usage error (e.g.
+the file is not a ledger).
+
+``audit --empirical`` measures instead of recomputing: a one-run audit with canaries
+(Steinke, Nasr, Jagielski 2023) gives a 95 % lower bound on ε for a ``privagg train`` run
+(``--from-run DIR``), a given noise multiplier and number of releases, or the Gaussian
+self-check (``--mechanism gaussian``); see :mod:`analysis.commands.audit_empirical`
+(``privagg audit-empirical`` is an alias). Exit code 0: consistent with the claimed ε;
+1: the claim is rejected; 2: usage error.
 """
 
 from __future__ import annotations
@@ -14,6 +22,8 @@ import json
 import math
 from typing import Any
 
+from analysis.commands import audit_empirical
+from analysis.errors import AuditInputError
 from dp.accounting.base import EpsilonBracket
 from dp.calibrate import make_accountant
 from dp.ledger import AuditReport, audit_ledger, read_entries
@@ -25,24 +35,41 @@ EXIT_VIOLATION = 1
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "audit",
-        help="verify a privacy ledger (chain, signatures, ε replay, budgets)",
+        help="verify a privacy ledger (chain, signatures, ε replay, budgets), or with "
+        "--empirical measure a lower bound on ε with canaries",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("ledger", metavar="LEDGER", help="path of the SQLite ledger")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument("--public-key", metavar="HEX", help="expected Ed25519 public key (hex)")
+    parser.add_argument("ledger", metavar="LEDGER", nargs="?", help="path of the SQLite ledger")
     parser.add_argument(
+        "--delta",
+        type=float,
+        metavar="D",
+        help="ledger: also report the final ε at δ=D; --empirical: the audit's δ (1e-5)",
+    )
+    ledger = parser.add_argument_group("ledger audit (LEDGER)")
+    ledger.add_argument("--json", action="store_true", help="print the report as JSON")
+    ledger.add_argument("--public-key", metavar="HEX", help="expected Ed25519 public key (hex)")
+    ledger.add_argument(
         "--expected-head", metavar="HEX", help="published hash of the last row (detects rollback)"
     )
-    parser.add_argument("--delta", type=float, metavar="D", help="also report the final ε at δ=D")
-    parser.add_argument(
+    ledger.add_argument(
         "--strict", action="store_true", help="treat warnings (e.g. below-plan noise) as violations"
     )
-    parser.add_argument(
+    ledger.add_argument(
         "--no-cross-check", action="store_true", help="skip the independent-backend check"
     )
+    empirical = parser.add_argument_group(
+        "empirical one-run audit (--empirical; also 'privagg audit-empirical')"
+    )
+    empirical.add_argument(
+        "--empirical", action="store_true", help="audit with canaries instead of a ledger"
+    )
+    audit_empirical.add_empirical_arguments(empirical, with_delta=False)
     parser.set_defaults(func=run)
+
+
+_LEDGER_ONLY = ("json", "public_key", "expected_head", "strict", "no_cross_check")
 
 
 def _fmt(x: float | None) -> str:
@@ -65,6 +92,30 @@ def _extra_delta(path: str, report: AuditReport, delta: float) -> EpsilonBracket
 
 
 def run(args: argparse.Namespace) -> int:
+    """The ledger audit, or the empirical audit with ``--empirical``."""
+    if args.empirical:
+        if args.ledger is not None:
+            raise AuditInputError(
+                "--empirical audits a run (--from-run DIR) or a mechanism, not a LEDGER; "
+                "run 'privagg audit LEDGER' for the ledger"
+            )
+        used = [f"--{n.replace('_', '-')}" for n in _LEDGER_ONLY if getattr(args, n)]
+        if used:
+            raise AuditInputError(f"{', '.join(used)} only apply to a ledger audit")
+        if args.delta is None:
+            args.delta = audit_empirical.DEFAULT_DELTA
+        return audit_empirical.run_audit(args)
+    if args.ledger is None:
+        raise AuditInputError("give a LEDGER to check, or --empirical for a canary audit")
+    defaults = argparse.ArgumentParser()
+    audit_empirical.add_empirical_arguments(defaults, with_delta=False)
+    stray = [
+        f"--{k.replace('_', '-')}"
+        for k, v in vars(defaults.parse_args([])).items()
+        if getattr(args, k) != v
+    ]
+    if stray:
+        raise AuditInputError(f"{', '.join(stray)} only apply with --empirical")
     report = audit_ledger(
         args.ledger,
         public_key=args.public_key,

@@ -1,14 +1,15 @@
-"""``privagg audit-empirical`` and ``privagg attack``: empirical privacy audits and attacks.
+"""``privagg audit --empirical`` and ``privagg attack``: empirical privacy audits and attacks.
 
-``audit-empirical`` runs a one-run audit (Steinke, Nasr, Jagielski 2023): m canaries, each
-included with probability ½, scored by the best attack on what the server sees; it prints
-the 95 % lower bound on ε beside the accountant's claimed ε and the ideal bound for that
-many guesses, and writes ``audit.json`` and ``roc.png`` (the attack's ROC against the
-trade-off curve the claimed (ε, δ) allows). ``--mechanism gaussian`` is the self-check on a
-plain Gaussian mechanism (``--noise-scale 0.1`` or ``--uncharged-rounds`` break it on
-purpose); ``--mechanism distributed`` audits privagg's SecAgg + distributed discrete
-Gaussian path, with the noise multiplier and rounds of a ``privagg train`` run
-(``--from-run DIR``) or given explicitly. Exit code 1 when the audit rejects the claim.
+``audit --empirical`` (alias: ``audit-empirical``) runs a one-run audit (Steinke, Nasr,
+Jagielski 2023): m canaries, each included with probability ½, scored by the best attack
+on what the server sees; it prints the 95 % lower bound on ε beside the accountant's
+claimed ε and the ideal bound for that many guesses, and writes ``audit.json`` and
+``roc.png`` (the attack's ROC against the trade-off curve the claimed (ε, δ) allows).
+``--mechanism gaussian`` is the self-check on a plain Gaussian mechanism (``--noise-scale
+0.1`` or ``--uncharged-rounds`` break it on purpose); ``--mechanism distributed`` audits
+privagg's SecAgg + distributed discrete Gaussian path, with the noise multiplier and rounds
+of a ``privagg train`` run (``--from-run DIR``) or given explicitly. Exit code 1 when the
+audit rejects the claim.
 
 ``attack`` runs the attack suite (rated-set inference against sparse / plaintext-FCF /
 masked uploads, user membership inference and round differencing at each ε) and prints
@@ -22,11 +23,19 @@ import json
 import math
 import os
 import sys
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 
-from analysis.attacks import attack_suite
+from analysis.attacks import (
+    MI_ATTACKS,
+    MI_GOAL_AUC,
+    MembershipStudy,
+    attack_suite,
+    capped_histories,
+    membership_study,
+)
 from analysis.audit_empirical import (
     OneRunAudit,
     audit_distributed_dp,
@@ -36,44 +45,57 @@ from analysis.audit_empirical import (
     gaussian_sigma_for_epsilon,
     predicted_tpr,
 )
-from analysis.errors import AnalysisError, AuditInputError
+from analysis.errors import AuditInputError
 
 EXIT_OK = 0
 EXIT_REJECTED = 1
 EXIT_USAGE = 2
+DEFAULT_DELTA = 1e-5
 
 
-def register(subparsers: Any) -> None:
-    """Add the ``audit-empirical`` and ``attack`` subcommands."""
-    p = subparsers.add_parser(
-        "audit-empirical",
-        help="one-run empirical privacy audit (canaries → 95%% lower bound on ε)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+def add_empirical_arguments(parser: Any, *, with_delta: bool = True) -> None:
+    """The options of the empirical audit, on ``parser`` (a parser or an argument group).
+
+    ``privagg audit`` adds them to its own parser with ``with_delta=False``: its ``--delta``
+    serves both audits (an unset δ means :data:`DEFAULT_DELTA` here).
+    """
+    parser.add_argument("--mechanism", choices=("gaussian", "distributed"), default="distributed")
+    parser.add_argument(
+        "--epsilon", type=float, default=4.0, help="claimed ε (gaussian self-check)"
     )
-    p.add_argument("--mechanism", choices=("gaussian", "distributed"), default="distributed")
-    p.add_argument("--epsilon", type=float, default=4.0, help="claimed ε (gaussian self-check)")
-    p.add_argument("--delta", type=float, default=1e-5, help="δ (1e-5)")
-    p.add_argument(
+    if with_delta:
+        parser.add_argument("--delta", type=float, default=DEFAULT_DELTA, help="δ (1e-5)")
+    parser.add_argument(
         "--noise-scale",
         type=float,
         default=1.0,
         help="multiply the noise by this (0.1 = a broken pipeline)",
     )
-    p.add_argument(
+    parser.add_argument(
         "--uncharged-rounds",
         type=int,
         default=1,
         help="gaussian: releases actually made while only one is charged (1)",
     )
-    p.add_argument("--from-run", default=None, help="a privagg train output folder")
-    p.add_argument("--noise-multiplier", type=float, default=None, help="distributed: z")
-    p.add_argument("--rounds", type=int, default=None, help="distributed: releases")
-    p.add_argument("--canaries", type=int, default=10_000, help="m canaries (10000)")
-    p.add_argument("--guesses", type=int, default=100, help="k₊: guesses on the top scores")
-    p.add_argument("--honest-clients", type=int, default=50)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="folder for audit.json and roc.png")
+    parser.add_argument("--from-run", default=None, help="a privagg train output folder")
+    parser.add_argument("--noise-multiplier", type=float, default=None, help="distributed: z")
+    parser.add_argument("--rounds", type=int, default=None, help="distributed: releases")
+    parser.add_argument("--canaries", type=int, default=10_000, help="m canaries (10000)")
+    parser.add_argument("--guesses", type=int, default=100, help="k₊: guesses on the top scores")
+    parser.add_argument("--honest-clients", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="folder for audit.json and roc.png")
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``audit-empirical`` (alias of ``audit --empirical``) and ``attack`` commands."""
+    p = subparsers.add_parser(
+        "audit-empirical",
+        help="alias of 'privagg audit --empirical' (one-run audit: canaries → lower bound on ε)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_empirical_arguments(p)
     p.set_defaults(func=run_audit)
 
     a = subparsers.add_parser(
@@ -84,6 +106,17 @@ def register(subparsers: Any) -> None:
     )
     a.add_argument("--epsilon", default="1,8,inf", help="comma-separated ε for MI/differencing")
     a.add_argument("--seed", type=int, default=0)
+    a.add_argument(
+        "--data",
+        default=None,
+        help="a ratings file/folder (e.g. MovieLens 100K): also run membership inference on "
+        "its real users (half members, half held-out non-members) at each ε",
+    )
+    a.add_argument(
+        "--seeds", default="0,1,2,3,4,5,6,7,8,9", help="--data: member splits / noise draws"
+    )
+    a.add_argument("--cap", type=int, default=20, help="--data: items per user released (20)")
+    a.add_argument("--delta", type=float, default=1e-4, help="--data: δ of the release (1e-4)")
     a.add_argument("--json", action="store_true", help="print JSON")
     a.set_defaults(func=run_attack)
 
@@ -152,15 +185,10 @@ def plot_roc(
 
 
 def run_audit(args: argparse.Namespace) -> int:
-    """Run the audit, print the verdict, write audit.json + roc.png when --out is given."""
-    try:
-        return _run_audit(args)
-    except AnalysisError as exc:
-        print(f"privagg audit-empirical: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    """Run the audit, print the verdict, write audit.json + roc.png when --out is given.
 
-
-def _run_audit(args: argparse.Namespace) -> int:
+    Bad input raises :class:`AuditInputError` (the CLI prints it and exits with code 2).
+    """
     if args.canaries < 2 or not 0 < args.guesses <= args.canaries:
         raise AuditInputError("need --canaries >= 2 and 0 < --guesses <= --canaries")
     if not args.noise_scale > 0 or args.uncharged_rounds < 1:
@@ -229,27 +257,64 @@ def _run_audit(args: argparse.Namespace) -> int:
     return EXIT_REJECTED if audit.rejects_claim else EXIT_OK
 
 
+def _json_ready(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: ("inf" if isinstance(v, float) and math.isinf(v) else v) for k, v in d.items()}
+
+
+def data_membership_studies(
+    path: str, epsilons: list[float], seeds: list[int], cap: int, delta: float
+) -> list[MembershipStudy]:
+    """Membership inference on the real users of a ratings file/folder, both attacks."""
+    from recsys.data import load_ratings
+
+    histories = capped_histories(load_ratings(path), cap)
+    return [
+        membership_study(histories, e, seeds=seeds, delta=delta, attack=a)
+        for e in epsilons
+        for a in MI_ATTACKS
+    ]
+
+
 def run_attack(args: argparse.Namespace) -> int:
-    """Run the attack suite and print one line per attack."""
+    """Run the attack suite and print one line per attack (and per study with --data)."""
     try:
         eps = [float(t) for t in args.epsilon.split(",") if t.strip()]
         if not eps or any(not e > 0 for e in eps):
             raise AuditInputError("--epsilon must list positive numbers (inf allowed)")
+        seeds = [int(t) for t in args.seeds.split(",") if t.strip()]
     except ValueError as exc:
         print(f"privagg attack: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if args.data is not None and (not seeds or args.cap < 1 or not 0 < args.delta < 1):
+        raise AuditInputError("--data needs --seeds, --cap >= 1 and 0 < --delta < 1")
     results = attack_suite(eps, seed=args.seed)
+    studies = (
+        data_membership_studies(args.data, eps, seeds, args.cap, args.delta)
+        if args.data is not None
+        else []
+    )
     if args.json:
-        out = [
-            {
-                k: ("inf" if isinstance(v, float) and math.isinf(v) else v)
-                for k, v in r.summary().items()
-            }
-            for r in results
+        out: list[dict[str, Any]] = [_json_ready(r.summary()) for r in results]
+        out += [
+            _json_ready({"attack": "membership inference on data", **asdict(s), "goal": s.goal})
+            for s in studies
         ]
         print(json.dumps(out, indent=1))
         return EXIT_OK
     for r in results:
         extra = f" at ε = {r.detail['epsilon']:g}" if "epsilon" in r.detail else ""
-        print(f"  {r.name}{extra}: AUC {r.auc:.3f}  (0.5 = chance)")
+        ci = f" [95 % CI {r.ci[0]:.3f}, {r.ci[1]:.3f}]" if r.ci is not None else ""
+        print(f"  {r.name}{extra}: AUC {r.auc:.3f}{ci}  (0.5 = chance)")
+    if studies:
+        s0 = studies[0]
+        print(
+            f"membership inference on {args.data}: {s0.members} members vs {s0.non_members} "
+            f"held-out non-members, {len(seeds)} seeds, cap {args.cap}, δ = {args.delta:g}"
+        )
+    for s in studies:
+        print(
+            f"  ε = {s.epsilon:g} ({s.attack} attack, z = {s.noise_multiplier:.3g}): AUC "
+            f"{s.auc:.3f} [95 % CI {s.ci[0]:.3f}, {s.ci[1]:.3f}]; goal ≤ {MI_GOAL_AUC}: "
+            f"{s.goal}"
+        )
     return EXIT_OK

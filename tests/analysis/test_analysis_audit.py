@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -189,3 +190,46 @@ def test_cli_exit_codes_and_outputs(tmp_path: Path) -> None:
         == 1
     )
     assert main(["audit-empirical", "--mechanism", "distributed"]) == 2
+
+
+def test_audit_empirical_flag_is_the_same_audit_as_the_alias(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`privagg audit --empirical` runs the one-run audit (same output as the
+    `audit-empirical` alias for the same seed); `--delta` feeds the audit's δ."""
+    common = ["--mechanism", "gaussian", "--canaries", "1000", "--guesses", "40", "--seed", "3"]
+    assert main(["audit", "--empirical", *common, "--out", str(tmp_path / "a")]) == 0
+    flag = capsys.readouterr().out
+    assert main(["audit-empirical", *common, "--out", str(tmp_path / "b")]) == 0
+    alias = capsys.readouterr().out
+    assert "ε lower bound" in flag
+    assert flag.replace(str(tmp_path / "a"), "") == alias.replace(str(tmp_path / "b"), "")
+    a = json.loads((tmp_path / "a" / "audit.json").read_text())
+    assert a == json.loads((tmp_path / "b" / "audit.json").read_text())
+    assert a["delta"] == 1e-5  # the empirical default when --delta is not given
+    assert main(["audit", "--empirical", *common, "--delta", "1e-3"]) == 0
+    assert "δ = 0.001" in capsys.readouterr().out
+    # a broken pipeline is rejected through the flag as well
+    broken = ["--canaries", "4000", "--guesses", "1500", "--noise-scale", "0.1"]
+    assert main(["audit", "--empirical", "--mechanism", "gaussian", *broken]) == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["audit"], "give a LEDGER"),
+        (["audit", "--empirical", "some.db"], "not a LEDGER"),
+        (["audit", "--empirical", "--json"], "--json only apply"),
+        (["audit", "--empirical", "--strict", "--no-cross-check"], "--strict, --no-cross-check"),
+        (["audit", "--empirical", "--mechanism", "distributed"], "--from-run"),
+        (["audit", "--empirical", "--canaries", "1"], "--canaries"),
+        (["audit", "ledger.db", "--canaries", "50", "--seed", "2"], "--canaries, --seed only"),
+    ],
+)
+def test_audit_empirical_flag_usage_errors_exit_2(
+    argv: list[str], fragment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("privagg audit: error:") and fragment in err
+    assert err.count("\n") == 1

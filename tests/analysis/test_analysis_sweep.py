@@ -64,13 +64,14 @@ def test_population_axis_scales_only_synthetic_data(tmp_path: Path) -> None:
 def test_scaling_section_compares_each_population_with_its_non_private_model() -> None:
     from analysis.report import scaling_section
 
-    def row(ds: str, priv: str, eps: float, hr: float) -> dict[str, object]:
+    def row(ds: str, priv: str, eps: float, hr: float, seed: int = 0) -> dict[str, object]:
         return {
             "dataset": ds,
             "privacy": priv,
             "secagg": "plus",
             "dropout": 0.1,
             "cohort": "",
+            "seed": seed,
             "epsilon_target": eps,
             "epsilon_spent": eps,
             "hr10": hr,
@@ -89,9 +90,22 @@ def test_scaling_section_compares_each_population_with_its_non_private_model() -
         row("synthetic-10000", "none", math.inf, 0.2),
     ]
     text = "\n".join(scaling_section(rows))
-    assert "| 1000 | distributed | 1 | 0.1000 | 0.2000 | 50 % |" in text
-    assert "| 10000 | distributed | 1 | 0.1900 | 0.2000 | 95 % |" in text
+    assert "| 1000 | distributed | all | 1 | 0.1000 | 0.2000 | 50 % | 50 % |" in text
+    assert "| 10000 | distributed | all | 1 | 0.1900 | 0.2000 | 95 % | 95 % |" in text
+    assert "not measured by this grid" in text
     assert scaling_section(rows[:2]) == []
+    # the 10^5 point decides the goal; per-seed shares pair runs on the same population
+    big = [
+        row("synthetic-100000", "distributed", 1.0, 0.18, seed=0),
+        row("synthetic-100000", "distributed", 1.0, 0.16, seed=1),
+        row("synthetic-100000", "none", math.inf, 0.2, seed=0),
+        row("synthetic-100000", "none", math.inf, 0.2, seed=1),
+    ]
+    text = "\n".join(scaling_section(rows + big))
+    assert "| 100000 | distributed | all | 1 | 0.1700 | 0.2000 | 85 % | 90 %, 80 % |" in text
+    assert "≥ 90 % of the non-private HR@10: missed (85 % of the mean over 2 seed(s)" in text
+    big[1]["hr10"] = 0.2
+    assert ": met (95 %" in "\n".join(scaling_section(rows + big))
 
 
 @pytest.mark.parametrize(
@@ -224,3 +238,33 @@ def test_bad_arguments_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["sweep", "--epsilon", "x", "--out", str(tmp_path)]) == 2
     assert "error" in capsys.readouterr().err
     assert main(["sweep", "--data", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
+
+
+def test_membership_section_uses_each_runs_release_on_real_users(tmp_path: Path) -> None:
+    """The report's membership-inference table: one line per configuration and attack, with
+    the run's own z, an interval around the AUC and the goal verdict; synthetic data and
+    models without a popularity release are skipped."""
+    from analysis.commands.sweep import MI_SEEDS, membership_section
+    from recsys.data import synthetic_ratings
+
+    r = synthetic_ratings(150, 60, seed=5, mean_activity=12, min_activity=4)
+    path = tmp_path / "tiny.csv"
+    lines = zip(r.users, r.items, r.ratings, r.timestamps, strict=True)
+    path.write_text("".join(f"{u},{i},{x:g},{t}\n" for u, i, x, t in lines))
+
+    def row(eps: float, seed: int, z: float, cap: int | None) -> dict[str, object]:
+        card = {"popularity_cap": cap, "popularity_noise_multiplier": z, "delta": 1e-4}
+        privacy = "none" if math.isinf(eps) else "distributed"
+        return {"dataset": "tiny.csv", "privacy": privacy, "secagg": "plus", "seed": seed,
+                "epsilon_target": eps, "report_card": card}  # fmt: skip
+
+    rows = [row(8.0, 1, 0.6, 10), row(8.0, 0, 0.6, 10), row(math.inf, 0, 0.0, 10)]
+    rows.append(row(2.0, 0, 2.0, None))  # FCF-only model: no popularity release to attack
+    out = membership_section(rows, ("synthetic", str(path)))
+    table = [ln for ln in out if ln.startswith("| distributed") or ln.startswith("| none")]
+    assert len(table) == 4  # (ε = 8, ∞) × (count, calibrated)
+    assert all(" | 0.6 | 10 | " in ln for ln in table if ln.startswith("| distributed"))
+    assert all(ln.split(" | ")[-1].rstrip(" |") in ("met", "missed", "undecided") for ln in table)
+    assert "Membership inference on the users of tiny.csv" in out[0]
+    assert f"{len(MI_SEEDS)} seeds" in " ".join(out)
+    assert membership_section(rows, ("synthetic",)) == []

@@ -1,14 +1,15 @@
 """The Ray executor releases bit-identical aggregates to the local executor.
 
-Runs on a local Ray instance with 2 CPUs; skipped with the reason when Ray is missing.
+Runs on the test session's local Ray instance (the ``ray_runtime`` fixture of
+``tests/conftest.py``); skipped with the reason when Ray is missing.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import pickle
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,7 +24,6 @@ from recsys.federated import DeviceFleet, ItemServer, PopularityTask
 from recsys.split import leave_last_out
 
 pytestmark = pytest.mark.filterwarnings("ignore::dp.rng.NonSecureRandomnessWarning")
-HAVE_RAY = importlib.util.find_spec("ray") is not None
 USERS, SHARD = 48, 10
 
 
@@ -45,10 +45,8 @@ def work() -> EncodeWork:
 
 
 @pytest.fixture(scope="module")
-def ray_executor() -> Iterator[RayExecutor]:
-    if not HAVE_RAY:
-        pytest.skip("Ray is not installed (pip install 'privagg[ray]')")
-    executor = RayExecutor(num_actors=2, shard_size=SHARD, num_cpus=2)
+def ray_executor(ray_runtime: Any) -> Iterator[RayExecutor]:
+    executor = RayExecutor(num_actors=2, shard_size=SHARD)
     yield executor
     executor.close()
 

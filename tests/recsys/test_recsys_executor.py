@@ -40,7 +40,8 @@ def _train(out: Path, executor: str) -> tuple[list[dict[str, str]], dict[str, ob
 
 @pytest.mark.slow
 @pytest.mark.skipif(not HAVE_RAY, reason="Ray is not installed (pip install 'privagg[ray]')")
-def test_ray_executor_trains_the_same_model_as_local(tmp_path: Path) -> None:
+def test_ray_executor_trains_the_same_model_as_local(tmp_path: Path, ray_runtime: object) -> None:
+    # ray_runtime (tests/conftest.py): the trainer's executor attaches to the session's Ray
     local_rows, local = _train(tmp_path / "local", "local")
     ray_rows, ray = _train(tmp_path / "ray", "ray")
     keys = ("task", "sampled", "included", "dropped", "epsilon", "hr10", "ndcg10")

@@ -3,7 +3,8 @@
 Runs pytest on ``tests/security`` (plus the protocol attack tests, which the figures do not
 count but whose failures fail the run) with ``PRIVAGG_SECURITY_STATS`` pointing at a
 temporary file, then prints what the tests counted: scenarios tried, faults injected, fuzz
-cases, aborts by typed reason, rounds completed, honest inputs lost and individual inputs
+cases, aborts by typed reason, rounds completed, Ray shard hosts lost mid-round (F8: killed
+or stuck actors, whose devices become dropouts), honest inputs lost and individual inputs
 recovered by the transcript attack. Exits non-zero if a test failed or if either of the
 last two figures is not zero. ``--long`` sets ``PRIVAGG_LONG_FUZZ=1`` (ten times more
 fuzz examples and fault scenarios).
@@ -28,6 +29,7 @@ LABELS = {
     "fuzz_cases": "fuzz / bad-input cases",
     "rounds_completed": "rounds completed (exact sum)",
     "rounds_aborted": "rounds aborted (typed reason)",
+    "hosts_lost": "Ray shard hosts lost mid-round (F8)",
     "attack_attempts": "unmasking attacks attempted",
     "attack_controls_recovered": "attack positive controls that recovered",
     "honest_inputs_lost": "honest inputs lost (must be 0)",
@@ -70,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     print("aborts by typed reason:")
     for reason, count in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])):
         print(f"  {reason:<43} {count:>8}")
+    if not figures.get("hosts_lost", 0):
+        print("note: no Ray shard host was lost: the F8 scenarios were skipped (is Ray installed?)")
     bad = figures.get("honest_inputs_lost", 0) or figures.get("inputs_recovered", 0)
     if bad:
         print("security: an honest input was lost or an individual input recovered")

@@ -24,6 +24,7 @@ FIGURES = (
     "fuzz_cases",
     "rounds_completed",
     "rounds_aborted",
+    "hosts_lost",
     "attack_attempts",
     "attack_controls_recovered",
     "honest_inputs_lost",
