@@ -26,6 +26,7 @@ _COMMAND_MODULES = (
     "analysis.commands.client",
     "analysis.commands.sweep",
     "analysis.commands.audit_empirical",
+    "analysis.commands.study",
 )
 
 EXIT_USAGE = 2

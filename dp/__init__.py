@@ -42,6 +42,7 @@ from dp.events import (
     PrivacyEvent,
     QuantizationInfo,
     SelfComposedEvent,
+    StratifiedPoissonSampledEvent,
     event_from_dict,
     event_from_json,
 )
@@ -49,6 +50,7 @@ from dp.mechanisms import discrete_laplace_mechanism
 from dp.planning import DistributedDPPlan, plan_distributed_dp
 from dp.rng import NoiseRng, NonSecureRandomnessWarning, SecureRng, SimulationRng
 from dp.samplers import (
+    bernoulli,
     discrete_gaussian,
     discrete_laplace,
     poisson,
@@ -89,7 +91,9 @@ __all__ = [
     "SecureRng",
     "SelfComposedEvent",
     "SimulationRng",
+    "StratifiedPoissonSampledEvent",
     "UnsupportedEventError",
+    "bernoulli",
     "central_gaussian",
     "central_granularity",
     "clip_l2",

@@ -99,6 +99,13 @@ def _validate_fields(obj: Any) -> None:
             ):
                 raise DPValueError(f"{where} must be a tuple of PrivacyEvent")
             object.__setattr__(obj, f.name, tuple(value))
+        elif kind == "tuple[float, ...]":
+            if not isinstance(value, tuple | list) or any(
+                isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v)
+                for v in value
+            ):
+                raise DPValueError(f"{where} must be a tuple of finite numbers")
+            object.__setattr__(obj, f.name, tuple(float(v) for v in value))
         elif kind == "QuantizationInfo | None":
             if value is not None and not isinstance(value, QuantizationInfo):
                 raise DPValueError(f"{where} must be a QuantizationInfo or None")
@@ -296,6 +303,47 @@ class PoissonSampledEvent(PrivacyEvent):
 
 @_register
 @dataclass(frozen=True)
+class StratifiedPoissonSampledEvent(PrivacyEvent):
+    """``event`` applied to a heterogeneous Poisson sample: a user in stratum s is included
+    independently with probability ``stratum_probabilities[s]``.
+
+    Under add/remove-one-user adjacency the added or removed user's privacy loss is that of
+    ``PoissonSampled(q_s, event)`` for its own stratum s (the other users' contributions are
+    an independent shift common to both neighbours: a post-processing). A user's stratum may
+    depend on the user's data (on-device self-assignment), so the guarantee of the release is
+    the worst case over strata, ``PoissonSampled(max_s q_s, event)``; that is how accountants
+    read this event. The rates themselves must be functions of public or already-released
+    (DP) quantities only. The per-stratum rates are kept so a ledger records them and a
+    per-stratum (individual) ε can be reported beside the run's ε.
+    """
+
+    type_name: ClassVar[str] = "StratifiedPoissonSampled"
+    stratum_probabilities: tuple[float, ...]
+    event: PrivacyEvent
+
+    def _check(self) -> None:
+        _require(len(self.stratum_probabilities) >= 1, "stratum_probabilities must be non-empty")
+        _require(
+            all(0 <= q <= 1 for q in self.stratum_probabilities),
+            "every stratum probability must be in [0, 1]",
+        )
+
+    @property
+    def max_probability(self) -> float:
+        """The worst-case (largest) inclusion probability: what the run's ε is computed at."""
+        return max(self.stratum_probabilities)
+
+    def stratum_event(self, stratum: int) -> PoissonSampledEvent:
+        """The event as seen by a user of ``stratum`` (its own amplification)."""
+        if not 0 <= stratum < len(self.stratum_probabilities):
+            raise DPValueError(
+                f"stratum {stratum} out of range (0..{len(self.stratum_probabilities) - 1})"
+            )
+        return PoissonSampledEvent(self.stratum_probabilities[stratum], self.event)
+
+
+@_register
+@dataclass(frozen=True)
 class SelfComposedEvent(PrivacyEvent):
     """``event`` applied ``count`` times."""
 
@@ -343,6 +391,8 @@ def event_from_dict(data: Mapping[str, Any]) -> PrivacyEvent:
             if not isinstance(value, list):
                 raise EventDecodeError(f"{cls.type_name}.{name} must be a list")
             value = tuple(event_from_dict(v) for v in value)
+        elif name == "stratum_probabilities" and not isinstance(value, list):
+            raise EventDecodeError(f"{cls.type_name}.{name} must be a list")
         elif name == "quantization" and value is not None:
             value = _quantization_from_dict(value)
         kwargs[name] = value

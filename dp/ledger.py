@@ -53,6 +53,7 @@ from dp.events import (
     PoissonSampledEvent,
     PrivacyEvent,
     SelfComposedEvent,
+    StratifiedPoissonSampledEvent,
     event_from_dict,
 )
 
@@ -142,7 +143,7 @@ def _cap_contributors(event: PrivacyEvent, survivors: int) -> PrivacyEvent:
         if survivors < event.min_contributors:
             return dataclasses.replace(event, min_contributors=max(survivors, 1))
         return event
-    if isinstance(event, PoissonSampledEvent):
+    if isinstance(event, PoissonSampledEvent | StratifiedPoissonSampledEvent):
         return dataclasses.replace(event, event=_cap_contributors(event.event, survivors))
     if isinstance(event, SelfComposedEvent):
         return dataclasses.replace(event, event=_cap_contributors(event.event, survivors))
@@ -170,7 +171,7 @@ def _noise_levels(event: PrivacyEvent) -> list[dict[str, Any]]:
                 "central_std": math.sqrt(event.min_contributors * event.local_variance),
             }
         )
-    elif isinstance(event, PoissonSampledEvent | SelfComposedEvent):
+    elif isinstance(event, PoissonSampledEvent | StratifiedPoissonSampledEvent | SelfComposedEvent):
         out.extend(_noise_levels(event.event))
     elif isinstance(event, ComposedEvent):
         for e in event.events:

@@ -337,8 +337,9 @@ def plan_distributed_dp(
     inflation = l2_sensitivity / scaled_clip
     if max_l2_inflation is not None and inflation > max_l2_inflation:
         raise PlanningError(
-            f"discretization inflates the L2 sensitivity by {inflation:.4f} > "
-            f"{max_l2_inflation}; use more bits or a larger clip"
+            f"{b} bits: holding the sum of {n_max} contributors of {d} coordinates needs a "
+            f"granularity that inflates the L2 sensitivity by {inflation:.4f} > "
+            f"{max_l2_inflation} (more noise for the same ε); use more bits or a larger clip"
         )
     return DistributedDPPlan(
         mechanism=mechanism,

@@ -49,6 +49,7 @@ from dp.rng import NoiseRng
 
 __all__ = [
     "MAX_DENOMINATOR",
+    "bernoulli",
     "discrete_gaussian",
     "discrete_laplace",
     "float_at_most",
@@ -542,3 +543,37 @@ def skellam(variance: int | Fraction | float, size: int, rng: NoiseRng) -> IntAr
     n = _check_size(size)
     half = mu / 2
     return poisson(half, n, rng) - poisson(half, n, rng)
+
+
+# ------------------------------------------------------------------ Bernoulli (sampling)
+
+
+def bernoulli(probabilities: npt.ArrayLike, rng: NoiseRng) -> npt.NDArray[np.bool_]:
+    """Independent exact Bernoulli(p_i) draws: heterogeneous Poisson sampling, where element
+    i (a device) is included with its own probability p_i ∈ [0, 1].
+
+    Exact for every float p_i: with t = ⌊p·2^64⌋ (an exact float, a power-of-two scaling)
+    and one uniform 64-bit word w, the draw is w < t, or on the tie w = t (probability
+    2^-64) a fresh exact Bernoulli of the remaining fraction p·2^64 − t.
+    """
+    p = np.asarray(probabilities, dtype=np.float64)
+    if p.ndim != 1:
+        raise DPValueError("probabilities must be a 1-D array")
+    if not np.all(np.isfinite(p)) or np.any(p < 0.0) or np.any(p > 1.0):
+        raise DPValueError("every probability must lie in [0, 1]")
+    n = p.shape[0]
+    out = np.zeros(n, dtype=np.bool_)
+    ones = p >= 1.0
+    out[ones] = True
+    rest = np.flatnonzero(~ones)
+    if not len(rest):
+        return out
+    scaled = np.ldexp(p[rest], 64)  # < 2^64, exact
+    t = np.floor(scaled)
+    words = rng.words(len(rest))
+    threshold = t.astype(np.uint64)  # exact: t is an integer-valued float below 2^64
+    out[rest] = words < threshold
+    for j in np.flatnonzero(words == threshold):  # probability 2^-64 per element
+        frac = float(scaled[j] - t[j])  # exact (Sterbenz) and in [0, 1)
+        out[rest[j]] = bool(frac > 0.0 and bernoulli(np.array([frac]), rng)[0])
+    return out

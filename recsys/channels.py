@@ -27,7 +27,7 @@ import dataclasses
 import hashlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -38,10 +38,14 @@ import protocols
 import secagg
 from dp.central import central_gaussian
 from dp.distributed import decode, encode_many
+from dp.errors import DPValueError, PlanningError
 from dp.events import NonPrivateEvent, PoissonSampledEvent, PrivacyEvent
 from dp.ledger import charged_event
 from dp.planning import DistributedDPPlan, plan_distributed_dp
 from dp.rng import NoiseRng, SecureRng, SimulationRng
+from dp.rotation import padded_dimension
+from dp.samplers import bernoulli
+from protocols.messages import MaskedInput
 from recsys.errors import ConfigError, ReleaseAborted
 from recsys.executors import EncodeWork, Executor
 from recsys.federated import ClientTask, DeviceFleet, ItemServer
@@ -53,13 +57,29 @@ BoolArray = NDArray[np.bool_]
 UploadFn = Callable[[int, int], FloatArray]
 """``(lo, hi) -> uploads`` of devices ``lo..hi-1`` of the cohort."""
 
-__all__ = ["Channel", "ChannelSpec", "Release", "UploadFn", "make_channel"]
+DropPlan = Mapping[str, Sequence[int]]
+"""SecAgg stage name -> cohort positions of the devices that vanish just before sending that
+stage's message (e.g. ``{"advertise": offline, "mask": missed_deadline}``)."""
+
+
+def _group_plan(plan: DropPlan | None, lo: int, hi: int) -> dict[str, list[int]] | None:
+    """The part of a cohort-wide drop plan that falls in the group ``lo..hi-1`` (re-based)."""
+    if plan is None:
+        return None
+    return {s: [int(i) - lo for i in ids if lo <= int(i) < hi] for s, ids in plan.items()}
+
+
+__all__ = ["Channel", "ChannelSpec", "DropPlan", "Release", "UploadFn", "make_channel"]
 
 _TOP53 = np.uint64(11)
 # Scale of the noiseless quantization used by the "none" and "central" modes: 2^-20 of a
 # clip norm per step keeps the rounding error far below any DP noise, and the ring width is
 # chosen so that the sum of the cohort cannot wrap.
 _PLAIN_STEPS_PER_CLIP = float(1 << 20)
+MAX_L2_INFLATION = 1.25
+"""A ring too narrow for the sum forces a coarse granularity whose rounding inflates the
+sensitivity (and so the noise needed for the same ε); past this factor the channel refuses
+the bit width instead of silently training on mostly noise."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +95,7 @@ class ChannelSpec:
     seed: int
     simulation_noise: bool
     group_size: int = 5000
+    population: int | None = None  # devices sampled from (None: every release uses all)
 
 
 @dataclass(frozen=True)
@@ -126,11 +147,29 @@ class Channel:
         chosen: BoolArray = _uniform(self.rng, population) < rate
         return chosen
 
+    def sample_each(self, probabilities: FloatArray) -> BoolArray:
+        """Heterogeneous Poisson sampling: device i joins independently with its own
+        probability ``probabilities[i]`` (each device flips its own coin; exact Bernoulli)."""
+        try:
+            return bernoulli(probabilities, self.rng)
+        except DPValueError as exc:
+            raise ConfigError(f"bad inclusion probabilities: {exc}") from None
+
     def min_contributors(self, expected: int) -> int:
         """Noise shares the plan guarantees: the expected survivors minus 4 standard
-        deviations of the dropout count (the event is re-stated if fewer arrive)."""
+        deviations of their count (the event is re-stated if fewer arrive).
+
+        Survivors of a Poisson cohort are Binomial(N, q(1 − p)) with q = expected / N:
+        variance E(1 − p)(1 − q(1 − p)), which is the dropout variance E·p(1 − p) at q = 1
+        and also bounds heterogeneous (stratified) sampling of the same mean rate (Jensen).
+        Leaving out the cohort-size term would make every smaller-than-expected cohort
+        release less noise than planned (and overspend ε).
+        """
         p = self.spec.dropout
-        survivors = expected * (1.0 - p) - 4.0 * math.sqrt(expected * p * (1.0 - p))
+        population = self.spec.population
+        q = 1.0 if population is None else min(1.0, expected / max(population, 1))
+        variance = expected * (1.0 - p) * (1.0 - q * (1.0 - p))
+        survivors = expected * (1.0 - p) - 4.0 * math.sqrt(variance)
         return max(1, min(expected, math.floor(survivors)))
 
     def plan(
@@ -150,6 +189,33 @@ class Channel:
                 mechanism="ddg" if self.spec.mechanism == "discrete_gaussian" else "skellam",
             )
         return self._plans[key]
+
+    def check_ring(
+        self, dimension: int, clip_norm: float, noise_multiplier: float, expected: int
+    ) -> None:
+        """Refuse a ring too narrow for this release (raises :class:`PlanningError`): one
+        whose granularity inflates the sensitivity by more than :data:`MAX_L2_INFLATION`."""
+        if self.spec.privacy != "distributed":
+            return
+        plan = self.plan(dimension, clip_norm, noise_multiplier, expected)
+        if plan.l2_inflation > MAX_L2_INFLATION:
+            raise PlanningError(
+                f"{plan.bits} bits: holding the sum of {plan.max_contributors} contributors of "
+                f"{dimension} coordinates (noise multiplier {noise_multiplier:.3g}) needs a "
+                f"granularity that inflates the L2 sensitivity by {plan.l2_inflation:.3f} > "
+                f"{MAX_L2_INFLATION} (more noise for the same ε); use more bits"
+            )
+
+    def masked_input_size(self, dimension: int, cohort: int) -> tuple[int, int]:
+        """(ring coordinates, wire bytes) of one device's masked input in a release of
+        uploads of ``dimension`` values by ``cohort`` devices: the SecAgg ``"mask"`` message
+        as :mod:`protocols.messages` serializes it."""
+        if self.spec.privacy == "distributed":
+            length, bits = padded_dimension(dimension), self.spec.bits
+        else:
+            length, bits = dimension, self._plain_bits(max(cohort, 2))
+        vector = np.zeros(length, dtype=secagg.ring_dtype(bits))
+        return length, len(MaskedInput(0, bits, vector).to_bytes())
 
     def planned_event(
         self, dimension: int, clip_norm: float, noise_multiplier: float, expected: int
@@ -189,26 +255,44 @@ class Channel:
                 pass  # cohort too small for a sparse graph: the full graph is the answer
         return protocols.SecAggConfig(n, n // 2 + 1, bits=bits, dropout_rate=p)
 
+    def secagg_config(self, n: int) -> protocols.SecAggConfig:
+        """The SecAgg configuration of a group of ``n`` devices (SecAgg+ when configured
+        and the group is large enough for a sparse graph, else the full graph)."""
+        return self._secagg_config(n, None)
+
     @staticmethod
     def _plain_bits(n: int) -> int:
         return min(62, secagg.required_bits(n, int(_PLAIN_STEPS_PER_CLIP) + 1) + 1)
 
+    def _stage_drops(self, n: int, plan: DropPlan | None) -> dict[str, list[int]]:
+        """The drop plan of one SecAgg instance: the given one (e.g. the device simulator's
+        deadline misses), or the seeded random dropouts of ``spec.dropout``."""
+        if plan is not None:
+            return {stage: sorted(int(i) for i in ids) for stage, ids in plan.items()}
+        early, late = self._drops(n)
+        return {"mask": early, "unmask": late}
+
     def _sum(
-        self, ring: NDArray[np.uint64], bits: int, round_index: int
+        self,
+        ring: NDArray[np.uint64],
+        bits: int,
+        round_index: int,
+        drop_plan: DropPlan | None = None,
     ) -> tuple[NDArray[np.uint64], tuple[int, ...], int, int, float]:
         """Modular sum over survivors: (total, included positions, up, down, seconds)."""
         n = ring.shape[0]
-        early, late = self._drops(n)
+        drop = self._stage_drops(n, drop_plan)
         start = time.perf_counter()
         if self.spec.secagg == "off":
             keep = np.ones(n, dtype=bool)
-            keep[early] = False
+            for stage, ids in drop.items():
+                if stage != "unmask":  # a device lost while unmasking is still in the sum
+                    keep[ids] = False
             total = secagg.ring_sum(ring[keep], bits)
             nbytes = int(keep.sum()) * ring.shape[1] * ((bits + 7) // 8)
             positions = tuple(int(i) for i in np.flatnonzero(keep))
             return total, positions, nbytes, 0, time.perf_counter() - start
         config = self._secagg_config(n, None)
-        drop = {"mask": early, "unmask": late}
         try:
             result = protocols.run_secagg(
                 ring,
@@ -268,6 +352,7 @@ class Channel:
         sampling_rate: float,
         expected_clients: int,
         round_index: int,
+        drop_plan: DropPlan | None = None,
     ) -> Release:
         """:meth:`release` of a distributed-DP round whose devices run on ``executor``.
 
@@ -295,7 +380,7 @@ class Channel:
         for lo, hi in self._groups(n):
             noise_seed = self.spec.seed * 1_000_003 + lo if self.spec.simulation_noise else None
             work = EncodeWork(fleet, server, task, plan, rotation_seed, bits, noise_seed)
-            early, late = self._drops(hi - lo)
+            drop = self._stage_drops(hi - lo, _group_plan(drop_plan, lo, hi))
             label = f"privagg/channel/graph/{self.spec.seed}/{round_index}/{lo}".encode()
             try:
                 outcome = executor.aggregate(
@@ -305,7 +390,7 @@ class Channel:
                     plan.padded_dimension,
                     round_number=round_index,
                     graph_seed=hashlib.sha256(label).digest(),
-                    drop={"mask": early, "unmask": late},
+                    drop=drop,
                 )
             except protocols.ProtocolAborted as exc:
                 raise ReleaseAborted(
@@ -347,6 +432,7 @@ class Channel:
         expected_clients: int,
         round_index: int,
         cohort_size: int | None = None,
+        drop_plan: DropPlan | None = None,
     ) -> Release:
         """Run one release of a cohort's uploads and decode the aggregate.
 
@@ -354,6 +440,8 @@ class Channel:
         devices ``lo..hi-1`` of a cohort of ``cohort_size``: large cohorts are then computed,
         encoded and securely aggregated in groups of at most ``spec.group_size`` devices
         (one SecAgg instance each), and only the modular sum of the group sums is decoded.
+        ``drop_plan`` (cohort positions per SecAgg stage) replaces the seeded random dropouts
+        of ``spec.dropout``: the device simulator's offline devices and deadline misses.
         """
         if callable(uploads):
             if cohort_size is None:
@@ -407,7 +495,9 @@ class Channel:
                 up_round = _uniform(self.rng, clipped.size).reshape(clipped.shape) < frac
                 ring = secagg.to_ring(floor.astype(np.int64) + up_round, bits)
             enc_s += time.perf_counter() - t0
-            part, pos, u_bytes, d_bytes, seconds = self._sum(ring, bits, round_index * 7919 + lo)
+            part, pos, u_bytes, d_bytes, seconds = self._sum(
+                ring, bits, round_index * 7919 + lo, _group_plan(drop_plan, lo, hi)
+            )
             total = part if total is None else secagg.ring_add(total, part, bits)
             positions.extend(lo + p for p in pos)
             up += u_bytes

@@ -120,8 +120,15 @@ def plan_budget(
     num_rounds: int,
     popularity_share: float,
     event_model: EventModel,
+    extra_events: Sequence[PrivacyEvent] = (),
 ) -> BudgetPlan:
-    """Calibrate the noise of the popularity release and of the FCF rounds (see module doc)."""
+    """Calibrate the noise of the popularity release and of the FCF rounds (see module doc).
+
+    ``extra_events`` are releases whose noise is already fixed (e.g. the stratified
+    sampler's cluster-size release): they are composed with everything when the rounds
+    (or, without rounds, the popularity release) are calibrated to reach ε.
+    """
+    fixed = list(extra_events)
     if privacy == "none":
         return BudgetPlan(
             privacy,
@@ -157,13 +164,13 @@ def plan_budget(
         share = popularity_share * epsilon
         z_pop = _bisect(lambda z: epsilon_of(pop_events(z), delta), share)
         z_rounds = _bisect(
-            lambda z: epsilon_of(pop_events(z_pop) + round_events(z), delta), epsilon
+            lambda z: epsilon_of(fixed + pop_events(z_pop) + round_events(z), delta), epsilon
         )
     elif num_popularity:
-        z_pop = _bisect(lambda z: epsilon_of(pop_events(z), delta), epsilon)
+        z_pop = _bisect(lambda z: epsilon_of(fixed + pop_events(z), delta), epsilon)
     else:
-        z_rounds = _bisect(lambda z: epsilon_of(round_events(z), delta), epsilon)
-    planned_events = (pop_events(z_pop) if num_popularity else []) + round_events(z_rounds)
+        z_rounds = _bisect(lambda z: epsilon_of(fixed + round_events(z), delta), epsilon)
+    planned_events = fixed + (pop_events(z_pop) if num_popularity else []) + round_events(z_rounds)
     planned = epsilon_of(planned_events, delta)
     return BudgetPlan(
         privacy,

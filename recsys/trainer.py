@@ -14,6 +14,7 @@ reach ε exactly (calibrated by the ``dp`` accountant). Both are recorded in the
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -23,16 +24,30 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from dp.accounting import stratum_epsilons
 from dp.budget import BudgetPolicy
-from dp.events import NonPrivateEvent, PoissonSampledEvent, PrivacyEvent
+from dp.events import (
+    NonPrivateEvent,
+    PoissonSampledEvent,
+    PrivacyEvent,
+    StratifiedPoissonSampledEvent,
+)
 from dp.ledger import PrivacyLedger
-from recsys.channels import Channel, ChannelSpec, Release, make_channel
+from recsys.channels import Channel, ChannelSpec, DropPlan, Release, make_channel
+from recsys.context import OnDeviceContext
+from recsys.devices import DeviceConfig, DeviceRound, DeviceSimulator
 from recsys.errors import ConfigError, ReleaseAborted
 from recsys.executors import Executor, make_executor
 from recsys.federated import ClientTask
 from recsys.metrics import RankingReport, evaluate_ranking
 from recsys.privacy import BudgetPlan, plan_budget
 from recsys.recommender import FederatedRecommender, ModelConfig
+from recsys.sampling import (
+    SAMPLERS,
+    ClusterCountTask,
+    StratifiedConfig,
+    calibrate_cluster_noise,
+)
 from recsys.silo import SiloConfig, SiloResult, train_silo
 from recsys.split import Split
 
@@ -51,6 +66,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "Trainer",
+    "communication_summary",
     "open_ledger",
 ]
 
@@ -67,7 +83,10 @@ class TrainConfig:
     bit-identical for a seed (tests, reproductions); the ledger and the report card say so.
     ``executor`` (``"local"`` or ``"ray"``; ``None`` = the in-process simulation) runs the
     devices of each distributed-DP round on a :mod:`recsys.executors` executor, Ray at
-    ``ray_address`` (``None`` starts a local Ray instance).
+    ``ray_address`` (``None`` starts a local Ray instance). ``bits`` is the ring width of
+    the distributed-DP encoding (the planner picks the granularity that fits the sum, or
+    refuses). ``devices`` simulates heterogeneous devices with a round deadline
+    (:mod:`recsys.devices`): its offline and late devices replace the random ``dropout``.
     """
 
     privacy: PrivacyMode = "distributed"
@@ -89,6 +108,9 @@ class TrainConfig:
     silo: SiloConfig = field(default_factory=SiloConfig)
     executor: Literal["local", "ray"] | None = None
     ray_address: str | None = None
+    devices: DeviceConfig | None = None
+    sampler: Literal["uniform", "stratified"] = "uniform"
+    stratified: StratifiedConfig = field(default_factory=StratifiedConfig)
 
     def __post_init__(self) -> None:
         if self.privacy not in PRIVACY_MODES:
@@ -124,6 +146,18 @@ class TrainConfig:
             raise ConfigError("an executor runs distributed-DP rounds under SecAgg only")
         if self.ray_address is not None and self.executor != "ray":
             raise ConfigError("ray_address needs executor='ray'")
+        if (
+            isinstance(self.bits, bool)
+            or not isinstance(self.bits, int)
+            or not 8 <= self.bits <= 62
+        ):
+            raise ConfigError(f"bits must be an int in [8, 62], got {self.bits!r}")
+        if self.devices is not None and not isinstance(self.devices, DeviceConfig):
+            raise ConfigError("devices must be a recsys.devices.DeviceConfig")
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
+        if self.sampler == "stratified" and self.cohort is None:
+            raise ConfigError("the stratified sampler needs a cohort (expected devices per round)")
 
 
 @dataclass(frozen=True)
@@ -146,6 +180,9 @@ class RoundRecord:
     decode_seconds: float
     bytes_up: int
     bytes_down: int
+    sim_seconds: float | None = None
+    offline: int = 0
+    late: int = 0
 
     def as_row(self) -> dict[str, Any]:
         """A flat dict (for ``metrics.csv``)."""
@@ -181,6 +218,7 @@ class Trainer:
         *,
         ledger: PrivacyLedger | None = None,
         silo_ledger_path: str | None = None,
+        context: OnDeviceContext | None = None,
     ) -> None:
         n = split.train.num_users
         if config.cohort is not None and config.cohort > n:
@@ -194,6 +232,8 @@ class Trainer:
         self.recommender = FederatedRecommender(
             split.train, features, config.model, seed=config.seed
         )
+        if context is not None:
+            self.recommender.set_context(context)
         tasks = self.recommender.tasks(config.rounds)
         spec = ChannelSpec(
             privacy=config.privacy,
@@ -205,28 +245,86 @@ class Trainer:
             seed=config.seed,
             simulation_noise=config.simulation_noise,
             group_size=config.group_size,
+            population=n,
         )
         self.channel: Channel = make_channel(spec)
+        self.devices: DeviceSimulator | None = None
+        self.planned_dropout = config.dropout
+        if config.devices is not None:
+            # the simulator's expected loss (offline + late) replaces the random dropout rate
+            # in the plan: it sizes the noise shares and the SecAgg threshold
+            self.devices = DeviceSimulator(n, config.devices, seed=config.seed)
+            self.planned_dropout = max(
+                (
+                    self.devices.expected_dropout(*self.channel.masked_input_size(t.upload_dim, n))
+                    for t, _ in tasks
+                ),
+                default=0.0,
+            )
+            if self.planned_dropout >= 0.5:
+                raise ConfigError(
+                    f"the device simulation loses {self.planned_dropout:.0%} of the devices "
+                    "per round (offline or late): SecAgg needs most of a cohort; raise the "
+                    "deadline or the availability"
+                )
+            spec = dataclasses.replace(spec, dropout=self.planned_dropout)
+            self.channel = make_channel(spec)
         by_name = {t.name: t for t, _ in tasks}
 
         def event_model(name: str, z: float, q: float) -> PrivacyEvent:
             task = by_name[name]
-            expected = self._expected(q)
+            # sampled rounds expect the configured cohort even when accounted at a higher
+            # (stratified worst-case) rate
+            expected = self._expected(q if q >= 1.0 else self.sampling_rate)
             return self.channel.planned_event(task.upload_dim, task.clip_norm, z, expected)
 
         self._event_model = event_model
+        # stratified sampling: a cluster-size release (its own share of ε), then rates up to
+        # accounting_rate = the worst-case per-user rate every FCF round is accounted at
+        self.stratifier: ClusterCountTask | None = None
+        self.accounting_rate = self.sampling_rate
+        self.cluster_noise = 0.0
+        fixed: list[PrivacyEvent] = []
+        if config.sampler == "stratified":
+            self.accounting_rate = min(1.0, config.stratified.max_boost * self.sampling_rate)
+            self.stratifier = ClusterCountTask(
+                features,
+                n,
+                config.stratified,
+                cohort=self.sampling_rate * n,
+                max_rate=self.accounting_rate,
+            )
+            by_name[self.stratifier.name] = self.stratifier
+            if config.privacy != "none":
+                self.cluster_noise = calibrate_cluster_noise(
+                    lambda z: event_model(ClusterCountTask.name, z, 1.0),
+                    epsilon=config.epsilon,
+                    delta=config.delta,
+                    share=config.stratified.cluster_share,
+                )
+                fixed.append(event_model(ClusterCountTask.name, self.cluster_noise, 1.0))
 
         self.plan = plan_budget(
             privacy=config.privacy,
             epsilon=config.epsilon,
             delta=config.delta,
-            sampling_rate=self.sampling_rate,
+            sampling_rate=self.accounting_rate,
             num_popularity=sum(r for t, r in tasks if t.name == "popularity"),
             num_rounds=sum(r for t, r in tasks if t.name != "popularity"),
             popularity_share=config.popularity_share,
             event_model=event_model,
+            extra_events=fixed,
         )
+        for task, _ in self.releases():  # refuse a ring too narrow for the calibrated noise
+            one_shot = task.name in ("popularity", ClusterCountTask.name)
+            self.channel.check_ring(
+                task.upload_dim,
+                task.clip_norm,
+                self._noise(task.name),
+                self._expected(1.0 if one_shot else self.sampling_rate),
+            )
         self.ledger = ledger
+        self.released_events: tuple[PrivacyEvent, ...] = ()
         self.silo_result: SiloResult | None = None
         if config.silo_users:
             if config.silo_users > n:
@@ -249,16 +347,55 @@ class Trainer:
         everyone = np.arange(self.num_users, dtype=np.int64)
         if self.sampling_rate >= 1.0:
             return everyone
+        if self.stratifier is not None and self.stratifier.rates is not None:
+            # every device flips its own coin with its own cluster's published rate
+            return everyone[self.channel.sample_each(self.stratifier.inclusion_probabilities())]
         chosen = self.channel.sample(self.num_users, self.sampling_rate)
         return everyone[chosen]
 
+    def _strata_rates(self, task_name: str) -> tuple[float, ...] | None:
+        """The published per-cluster rates if this task's rounds are stratified."""
+        if task_name in ("popularity", ClusterCountTask.name) or self.stratifier is None:
+            return None
+        rates = self.stratifier.rates
+        return None if rates is None or self.sampling_rate >= 1.0 else tuple(rates.tolist())
+
+    def _noise(self, task_name: str) -> float:
+        if task_name == "popularity":
+            return self.plan.popularity_noise
+        return self.cluster_noise if task_name == ClusterCountTask.name else self.plan.round_noise
+
     def _planned(self, task_name: str, z: float, q: float) -> PrivacyEvent:
         event = self._event_model(task_name, z, q)
-        if q < 1.0 and not isinstance(event, NonPrivateEvent):
+        strata = self._strata_rates(task_name)
+        if strata is not None and not isinstance(event, NonPrivateEvent):
+            event = StratifiedPoissonSampledEvent(strata, event)
+        elif q < 1.0 and not isinstance(event, NonPrivateEvent):
             event = PoissonSampledEvent(q, event)
         return event
 
-    def run(self, progress: ProgressFn | None = None) -> TrainResult:
+    def _stratify(self, release: Release, task_name: str) -> Release:
+        """Re-state a stratified round's (unsampled) events with the per-cluster rates."""
+        strata = self._strata_rates(task_name)
+        if strata is None or isinstance(release.planned_event, NonPrivateEvent):
+            return release
+        return dataclasses.replace(
+            release,
+            event=StratifiedPoissonSampledEvent(strata, release.event),
+            planned_event=StratifiedPoissonSampledEvent(strata, release.planned_event),
+        )
+
+    def releases(self) -> list[tuple[ClientTask, int]]:
+        """Every release of the run in order (the cluster release before the FCF rounds)."""
+        tasks = list(self.recommender.tasks(self.config.rounds))
+        if self.stratifier is not None:
+            at = next((i for i, (t, _) in enumerate(tasks) if t.name == "fcf"), len(tasks))
+            tasks.insert(at, (self.stratifier, 1))
+        return tasks
+
+    def run(
+        self, progress: ProgressFn | None = None, *, executor: Executor | None = None
+    ) -> TrainResult:
         """Train; returns the records and the final full-ranking evaluation.
 
         With a ledger, every round is checked against its budget *before* devices are
@@ -266,7 +403,13 @@ class Trainer:
         round whose secure aggregation aborted is recorded as aborted (charged nothing)
         and skipped, except the popularity release, without which the model cannot go on.
         The configured executor (if any) is started here and closed when the run ends.
+        ``executor`` overrides it with one the caller owns (and closes), e.g. the devices
+        of a networked job (:mod:`recsys.remote`); it needs distributed DP under SecAgg.
         """
+        if executor is not None:
+            if self.config.privacy != "distributed" or self.config.secagg == "off":
+                raise ConfigError("an executor runs distributed-DP rounds under SecAgg only")
+            return self._run(progress, executor)
         if self.config.executor is None:
             return self._run(progress, None)
         options = {} if self.config.executor == "local" else {"address": self.config.ray_address}
@@ -278,25 +421,23 @@ class Trainer:
 
     def _run(self, progress: ProgressFn | None, executor: Executor | None) -> TrainResult:
         records: list[RoundRecord] = []
-        tasks = self.recommender.tasks(self.config.rounds)
+        tasks = self.releases()
         total_rounds = sum(r for _, r in tasks)
         round_index = 0
         events: list[PrivacyEvent] = []
         for task, rounds in tasks:
-            z = self.plan.popularity_noise if task.name == "popularity" else self.plan.round_noise
-            # the popularity release always uses every device: it is one shot
-            q = 1.0 if task.name == "popularity" else self.sampling_rate
+            z = self._noise(task.name)
+            # the popularity and cluster releases always use every device: they are one shot
+            one_shot = task.name in ("popularity", ClusterCountTask.name)
+            q = 1.0 if one_shot else self.sampling_rate
+            q_channel = 1.0 if self._strata_rates(task.name) is not None else q
             planned = self._planned(task.name, z, q)
             for _ in range(rounds):
                 round_index += 1
                 start = time.perf_counter()
                 if self.ledger is not None:
                     self.ledger.check_round(planned)
-                cohort = (
-                    np.arange(self.num_users, dtype=np.int64)
-                    if task.name == "popularity"
-                    else self._cohort()
-                )
+                cohort = np.arange(self.num_users, dtype=np.int64) if one_shot else self._cohort()
                 if len(cohort) < 2:
                     if self.ledger is not None:
                         self.ledger.record_round(
@@ -306,6 +447,12 @@ class Trainer:
                             status="aborted",
                         )
                     continue
+                device_round: DeviceRound | None = None
+                drop_plan: DropPlan | None = None
+                if self.devices is not None:
+                    values, nbytes = self.channel.masked_input_size(task.upload_dim, len(cohort))
+                    device_round = self.devices.next_round(cohort, values, nbytes)
+                    drop_plan = device_round.drop_plan
                 local_s = 0.0
 
                 def uploads(
@@ -327,10 +474,11 @@ class Trainer:
                             uploads,
                             clip_norm=task.clip_norm,
                             noise_multiplier=z,
-                            sampling_rate=q,
+                            sampling_rate=q_channel,
                             expected_clients=self._expected(q),
                             round_index=round_index,
                             cohort_size=len(cohort),
+                            drop_plan=drop_plan,
                         )
                     else:  # local training happens on the executor: in encode_seconds
                         release = self.channel.release_on(
@@ -340,9 +488,10 @@ class Trainer:
                             self.recommender.server,
                             cohort,
                             noise_multiplier=z,
-                            sampling_rate=q,
+                            sampling_rate=q_channel,
                             expected_clients=self._expected(q),
                             round_index=round_index,
+                            drop_plan=drop_plan,
                         )
                 except ReleaseAborted:
                     if self.ledger is not None:
@@ -355,6 +504,7 @@ class Trainer:
                     if task.name == "popularity":
                         raise
                     continue
+                release = self._stratify(release, task.name)
                 task.server_step(self.recommender.server, release.total, expected)
                 self.recommender.after_step(task)
                 events.append(release.event)
@@ -391,10 +541,14 @@ class Trainer:
                     decode_seconds=release.decode_seconds,
                     bytes_up=release.bytes_up,
                     bytes_down=release.bytes_down,
+                    sim_seconds=None if device_round is None else device_round.wall_seconds,
+                    offline=0 if device_round is None else len(device_round.offline),
+                    late=0 if device_round is None else len(device_round.late),
                 )
                 records.append(rec)
                 if progress is not None:
                     progress(rec, total_rounds)
+        self.released_events = tuple(events)
         final = evaluate_ranking(self.recommender.scores, self.split)
         card = self.report_card(records, final)
         return TrainResult(tuple(records), final, card, self.plan, self.recommender)
@@ -415,17 +569,44 @@ class Trainer:
             "secagg": c.secagg,
             "executor": c.executor or "in-process",
             "releases": len(records),
-            "fcf_rounds": sum(1 for r in records if r.task != "popularity"),
+            "fcf_rounds": sum(
+                1 for r in records if r.task not in ("popularity", ClusterCountTask.name)
+            ),
             "cohort_expected": c.cohort if c.cohort is not None else self.num_users,
             "sampling_rate": self.sampling_rate,
+            "sampler": c.sampler,
+            "accounting_sampling_rate": self.accounting_rate,
+            "stratified": None
+            if self.stratifier is None
+            else {
+                **self.stratifier.summary(),
+                "cluster_noise_multiplier": self.cluster_noise,
+                # individual ε of a user who stayed in each cluster; the run's ε is the max
+                "stratum_epsilons": list(stratum_epsilons(self.released_events, c.delta))
+                if c.privacy != "none"
+                else None,
+            },
             "population": self.num_users,
             "popularity_cap": m.cap if m.uses_popularity else None,
             "popularity_noise_multiplier": self.plan.popularity_noise,
             "popularity_share_of_epsilon": c.popularity_share if m.uses_fcf else 1.0,
             "clip_norm": m.fcf.clip_norm if m.uses_fcf else None,
             "round_noise_multiplier": self.plan.round_noise,
-            "dropout_rate": c.dropout,
+            "dropout_rate": self.planned_dropout,
             "dropped_total": sum(r.dropped for r in records),
+            "encoding_bits": c.bits if c.privacy == "distributed" else None,
+            "communication": communication_summary(records),
+            "devices": None
+            if c.devices is None
+            else {
+                **asdict(c.devices),
+                "planned_dropout_rate": self.planned_dropout,
+                "offline_total": sum(r.offline for r in records),
+                "late_total": sum(r.late for r in records),
+                "simulated_seconds_total": sum(r.sim_seconds or 0.0 for r in records),
+                "simulated_round_seconds": [r.sim_seconds for r in records],
+            },
+            "on_device_context": self.recommender.context_description(),
             "model": m.kind,
             "hyperparameter_search_charged": False,
             "silo": None
@@ -444,6 +625,24 @@ class Trainer:
             "HR@10": final.hr,
             "NDCG@10": final.ndcg,
         }
+
+
+def communication_summary(records: list[RoundRecord] | tuple[RoundRecord, ...]) -> dict[str, Any]:
+    """Bytes of a run as the protocol metered them: totals, and per device per release
+    (each release's bytes over its sampled devices, averaged over releases). Releases run
+    on an executor are not metered (0)."""
+    up = sum(r.bytes_up for r in records)
+    down = sum(r.bytes_down for r in records)
+    per_up = [r.bytes_up / r.sampled for r in records if r.sampled]
+    per_down = [r.bytes_down / r.sampled for r in records if r.sampled]
+    return {
+        "bytes_up_total": up,
+        "bytes_down_total": down,
+        "bytes_total": up + down,
+        "bytes_up_per_client_round": sum(per_up) / len(per_up) if per_up else 0.0,
+        "bytes_down_per_client_round": sum(per_down) / len(per_down) if per_down else 0.0,
+        "device_rounds": sum(r.sampled for r in records),
+    }
 
 
 def open_ledger(path: str, trainer: Trainer) -> PrivacyLedger:

@@ -1,9 +1,17 @@
 """``privagg client``: one device of a networked job (gRPC + TLS).
 
-``--data`` is a ``.npy`` integer array: one vector (the same input every round) or one row
-per round; values are reduced mod 2^bits of the job. The device authenticates every message
-with its identity key (``--key``, from ``privagg certs``) and verifies the server with
-``--ca``. ``--job`` pins the public parameters (a server announcing others is refused).
+In an aggregation job, ``--data`` is a ``.npy`` integer array: one vector (the same input
+every round) or one row per round; values are reduced mod 2^bits of the job. In a training
+job (the server says which), ``--data`` is this device's own history: one ``(item,
+timestamp)`` row per interaction, item ids indexing the job's public catalog (a ``.npy``
+integer array of shape (k, 2), or a text file with two integer columns). Each round the
+device fetches the public model and parameters, computes its local update, clips it and
+encodes it with distributed DP using secure noise; ``--simulation-noise`` lets it honour a
+job that asks for seeded, non-secure noise (tests and reproductions only).
+The device authenticates every message with its identity key (``--key``, from
+``privagg certs``) and verifies the server with ``--ca``. ``--job`` pins the public
+parameters (a server announcing others is refused; for a training job, pin the ``job`` of
+the server's output file).
 Exit codes: 0 when the server ends the job, 3 when the server is lost or refuses this
 device (one line on stderr), 2 on usage errors.
 """
@@ -41,8 +49,48 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--tls-key", metavar="PEM", help="mTLS client key")
     parser.add_argument("--server-name", metavar="NAME", help="name to verify the cert against")
     parser.add_argument("--retry-seconds", type=float, default=15.0, metavar="S")
+    parser.add_argument(
+        "--simulation-noise",
+        action="store_true",
+        help="training: accept a job's seeded NON-SECURE noise (tests only)",
+    )
     parser.add_argument("--quiet", action="store_true")
     parser.set_defaults(func=run)
+
+
+def _load_vectors(path: str) -> Any:
+    """The integer vectors of an aggregation job, or why the file is not one (a str: the
+    same file may be a training history, which the job kind decides)."""
+    if not path.endswith(".npy"):
+        return f"{path}: an aggregation job needs a .npy integer array"
+    try:
+        values = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not a .npy array ({exc})") from None
+    if values.ndim not in (1, 2) or not np.issubdtype(values.dtype, np.integer):
+        return f"{path} must hold a 1-D or 2-D integer array"
+    return values
+
+
+class _TrainingDevice:
+    """The device of a training job, reading its history on first use."""
+
+    def __init__(self, path: str, simulation_noise: bool) -> None:
+        self.path = path
+        self.simulation_noise = simulation_noise
+        self._device: Any = None
+
+    def load(self) -> Any:
+        if self._device is None:
+            from recsys.remote import DeviceTrainer
+
+            self._device = DeviceTrainer.from_file(
+                self.path, allow_simulation_noise=self.simulation_noise
+            )
+        return self._device
+
+    def __call__(self, info: Any) -> Any:
+        return self.load()(info)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,15 +106,18 @@ def run(args: argparse.Namespace) -> int:
 
     if bool(args.tls_cert) != bool(args.tls_key):
         raise ConfigError("--tls-cert and --tls-key go together")
-    try:
-        values = np.load(args.data, allow_pickle=False)
-    except ValueError as exc:
-        raise ConfigError(f"{args.data} is not a .npy array ({exc})") from None
-    if values.ndim not in (1, 2) or not np.issubdtype(values.dtype, np.integer):
-        raise ConfigError(f"{args.data} must hold a 1-D or 2-D integer array")
+    values = _load_vectors(args.data)
+    device = _TrainingDevice(args.data, args.simulation_noise)
+    if isinstance(values, str):
+        device.load()  # not vectors: it must be a history (else a clear error now)
     expected = None
     if args.job:
         spec = json.loads(Path(args.job).read_text())
+        if spec.get("kind") == "train":
+            raise ConfigError(
+                f"{args.job} is a training job's server config: its job is derived by the "
+                "server; pin the 'job' of the server's output file instead"
+            )
         expected = JobSpec.from_mapping(spec.get("job", spec))
     tls = ClientTLS(
         Path(args.ca).read_bytes(),
@@ -76,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
     )
 
     def inputs(round_number: int, job: JobSpec) -> Any:
+        if isinstance(values, str):
+            raise ConfigError(values)
         row = values if values.ndim == 1 else values[round_number % values.shape[0]]
         return secagg.to_ring(row, job.bits)
 
@@ -91,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
             verify_keys=load_registry(args.registry) if args.registry else None,
             retry_seconds=args.retry_seconds,
             on_event=None if quiet else lambda text: print(text, flush=True),
+            round_inputs=device,  # used if the server's welcome says it is a training job
         )
     except TransportError as exc:
         print(f"privagg client: {exc}", file=sys.stderr)

@@ -1,6 +1,7 @@
 """``privagg serve``: the aggregation server of a networked job (gRPC + TLS).
 
-The config is a JSON file::
+The config is a JSON file. An aggregation job (``"kind": "aggregate"``, the default) sums
+fixed vectors of every registered client each round::
 
     {"job": {"num_clients": 20, "threshold": 11, "vector_length": 1000, "rounds": 5,
              "bits": 32, "neighbors": null, "threat_model": "honest_but_curious"},
@@ -8,21 +9,78 @@ The config is a JSON file::
      "client_ca": null}, "registry": "registry.json", "stage_deadline": 10,
      "join_deadline": 120, "output": "aggregates.json"}
 
+A training job (``"kind": "train"``) trains the federated recommender: the server owns the
+model (the trainer, its DP plan and ledger) and each registered client is one device (client
+id = user index; population = the registry's size)::
+
+    {"kind": "train",
+     "train": {"rounds": 5, "cohort": null, "epsilon": 8.0, "delta": 1e-4,
+               "secagg": "plus", "dropout": 0.1, "seed": 0, "eval_every": 1,
+               "model": {"kind": "popfeat+fcf", "cap": 20,
+                         "fcf": {"dim": 4, "active_items": 300}}},
+     "catalog": {"num_items": 1682, "features": "item_features.npy"},
+     "evaluation": {"histories": "eval/device-{id}.npy", "targets": "eval/targets.npy"},
+     "min_cohort": 2, "threat_model": "honest_but_curious",
+     "listen": "0.0.0.0:7443", "tls": {...}, "registry": "registry.json",
+     "stage_deadline": 30, "join_deadline": 120, "output": "training.json",
+     "ledger": "ledger.sqlite", "model_output": "model.npz", "record_aggregates": false}
+
+``train`` takes the fields of ``privagg train``'s configuration (privacy is always
+distributed DP under SecAgg; ``simulation_noise: true`` asks devices for seeded non-secure
+noise, which they only accept when started with ``--simulation-noise``). ``catalog`` is the
+public item table (features: a float ``.npy`` of num_items rows, optional). ``evaluation``
+(optional) is the operator's own evaluation data; without it nothing is evaluated.
+``model_output`` (optional) receives the final public model (``.npz``: released
+popularity, item factors and biases, active items); ``ledger`` a new ``dp`` ledger.
+
 Relative paths are relative to the config file. The server prints ``listening on
-HOST:PORT``, one line per round, and rewrites ``output`` after every round (JSON: per round
-the included clients and the exact sum mod 2^bits, or why it aborted).
+HOST:PORT``, one line per network round and per release, and rewrites ``output`` after every
+round (JSON: the job, per round the cohort, the included clients and, for aggregation jobs
+or with ``record_aggregates``, the exact sum mod 2^bits, or why it aborted; for training
+jobs also per release ε, HR@10, NDCG@10 and at the end the privacy report card).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import signal
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from protocols.errors import ConfigError
+
+_COMMON = {"kind", "listen", "tls", "registry", "stage_deadline", "join_deadline", "output"}
+_AGGREGATE = _COMMON | {"job"}
+_TRAIN = _COMMON | {
+    "train",
+    "catalog",
+    "evaluation",
+    "min_cohort",
+    "threat_model",
+    "ledger",
+    "record_aggregates",
+    "model_output",
+}
+_TRAIN_FIELDS = {
+    "epsilon",
+    "delta",
+    "rounds",
+    "cohort",
+    "secagg",
+    "dropout",
+    "seed",
+    "popularity_share",
+    "eval_every",
+    "mechanism",
+    "bits",
+    "simulation_noise",
+    "group_size",
+    "privacy",
+}
 
 
 def register(subparsers: Any) -> None:
@@ -43,17 +101,28 @@ def _load(path: Path) -> dict[str, Any]:
         data = json.loads(path.read_text())
     except ValueError as exc:
         raise ConfigError(f"{path} is not valid JSON ({exc})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("job"), dict):
-        raise ConfigError(f"{path} needs a 'job' object")
-    known = {"job", "listen", "tls", "registry", "stage_deadline", "join_deadline", "output"}
-    unknown = set(data) - known
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a JSON object")
+    kind = data.get("kind", "aggregate")
+    if kind not in ("aggregate", "train"):
+        raise ConfigError(f"{path}: kind must be 'aggregate' or 'train', got {kind!r}")
+    need = "job" if kind == "aggregate" else "train"
+    if not isinstance(data.get(need), dict):
+        raise ConfigError(f"{path} needs a '{need}' object")
+    unknown = set(data) - (_AGGREGATE if kind == "aggregate" else _TRAIN)
     if unknown:
         raise ConfigError(f"{path}: unknown keys {sorted(unknown)}")
     return data
 
 
+def _write_json(output: Path, content: Mapping[str, Any]) -> None:
+    tmp = output.with_suffix(".tmp")
+    tmp.write_text(json.dumps(content, default=str))
+    tmp.replace(output)  # atomic: a reader never sees half a file
+
+
 def run(args: argparse.Namespace) -> int:
-    from protocols.net import AggregationServer, JobSpec, RoundOutcome, ServerTLS, load_registry
+    from protocols.net import ServerTLS, load_registry
 
     path = Path(args.config)
     conf = _load(path)
@@ -64,7 +133,6 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"{path}: '{name}' must be a path")
         return base / value
 
-    job = JobSpec.from_mapping(conf["job"])
     tls_conf = conf.get("tls") or {}
     client_ca = tls_conf.get("client_ca")
     tls = ServerTLS(
@@ -73,17 +141,33 @@ def run(args: argparse.Namespace) -> int:
         rel(client_ca, "tls.client_ca").read_bytes() if client_ca else None,
     )
     registry = load_registry(rel(conf.get("registry"), "registry"))
-    output = (
-        Path(args.output) if args.output else rel(conf.get("output", "aggregates.json"), "output")
+    default_output = (
+        "aggregates.json" if conf.get("kind", "aggregate") == "aggregate" else ("training.json")
     )
-    server = AggregationServer(
-        job,
-        registry,
-        tls,
-        address=args.listen or conf.get("listen", "127.0.0.1:7443"),
-        stage_deadline=float(conf.get("stage_deadline", 10.0)),
-        join_deadline=float(conf.get("join_deadline", 120.0)),
-    )
+    output = Path(args.output) if args.output else rel(conf.get("output", default_output), "output")
+    options = {
+        "address": args.listen or conf.get("listen", "127.0.0.1:7443"),
+        "stage_deadline": float(conf.get("stage_deadline", 10.0)),
+        "join_deadline": float(conf.get("join_deadline", 120.0)),
+    }
+    # SIGTERM ends the job like Ctrl-C: clients learn it from the closed connection.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    if conf.get("kind", "aggregate") == "train":
+        return _serve_training(conf, rel, registry, tls, output, options)
+    return _serve_aggregation(conf, registry, tls, output, options)
+
+
+def _serve_aggregation(
+    conf: Mapping[str, Any],
+    registry: Mapping[int, bytes],
+    tls: Any,
+    output: Path,
+    options: Mapping[str, Any],
+) -> int:
+    from protocols.net import AggregationServer, JobSpec, RoundOutcome
+
+    job = JobSpec.from_mapping(conf["job"])
+    server = AggregationServer(job, registry, tls, **options)
     rows: list[dict[str, Any]] = []
 
     def on_round(outcome: RoundOutcome) -> None:
@@ -99,9 +183,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             row["reason"] = outcome.aborted
         rows.append(row)
-        tmp = output.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"job": json.loads(job.to_json()), "rounds": rows}))
-        tmp.replace(output)  # atomic: a reader never sees half a file
+        _write_json(output, {"job": json.loads(job.to_json()), "rounds": rows})
         what = (
             f"{len(outcome.included)} clients summed"
             if outcome.total is not None
@@ -109,13 +191,157 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"round {outcome.round_number}: {what} in {outcome.seconds:.2f} s", flush=True)
 
-    # SIGTERM ends the job like Ctrl-C: clients learn it from the closed connection.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     server.start()
     print(f"listening on {server.address}", flush=True)
     try:
         server.run(on_round)
     finally:
         server.stop()
+    print(f"wrote {output}", flush=True)
+    return 0
+
+
+def _train_config(data: Mapping[str, Any], where: str) -> Any:
+    from recsys.federated import FCFConfig, FeatureModelConfig
+    from recsys.recommender import ModelConfig
+    from recsys.trainer import TrainConfig
+
+    fields = {k: v for k, v in data.items() if k != "model"}
+    unknown = set(fields) - _TRAIN_FIELDS
+    if unknown:
+        raise ConfigError(f"{where}: unknown train fields {sorted(unknown)}")
+    if fields.get("privacy", "distributed") != "distributed":
+        raise ConfigError(f"{where}: a networked training job uses distributed DP")
+    model = data.get("model") or {}
+    if not isinstance(model, dict) or set(model) - {"kind", "cap", "fcf", "features"}:
+        raise ConfigError(f"{where}: model takes kind, cap, fcf and features")
+    try:
+        model_config = ModelConfig(
+            kind=model.get("kind", "popfeat+fcf"),
+            cap=model.get("cap", 20),
+            fcf=FCFConfig(**(model.get("fcf") or {})),
+            features=FeatureModelConfig(**(model.get("features") or {})),
+        )
+        return TrainConfig(**fields, model=model_config)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: bad train configuration ({exc})") from None
+
+
+def _serve_training(
+    conf: Mapping[str, Any],
+    rel: Callable[[object, str], Path],
+    registry: Mapping[int, bytes],
+    tls: Any,
+    output: Path,
+    options: Mapping[str, Any],
+) -> int:
+    import numpy as np
+
+    from protocols.net import AggregationServer
+    from recsys.remote import (
+        NetworkRound,
+        load_history,
+        population_split,
+        serve_training,
+        split_from_histories,
+        training_job,
+    )
+    from recsys.trainer import RoundRecord, Trainer, open_ledger
+
+    where = "train job"
+    config = _train_config(conf["train"], where)
+    population = len(registry)
+    if set(registry) != set(range(population)):
+        raise ConfigError("a training job's registry must number its clients 0..n-1")
+    catalog = conf.get("catalog")
+    if not isinstance(catalog, dict) or not isinstance(catalog.get("num_items"), int):
+        raise ConfigError(f"{where}: 'catalog' needs num_items (and optionally features)")
+    num_items = catalog["num_items"]
+    if catalog.get("features"):
+        features = np.load(rel(catalog["features"], "catalog.features"), allow_pickle=False)
+        if features.ndim != 2 or features.shape[0] != num_items or features.dtype.kind != "f":
+            raise ConfigError(f"{where}: features must be a float (num_items × k) array")
+    else:
+        features = np.zeros((num_items, 0))
+    evaluation = conf.get("evaluation")
+    if evaluation:
+        pattern = str(rel(evaluation.get("histories"), "evaluation.histories"))
+        targets = np.load(rel(evaluation.get("targets"), "evaluation.targets"), allow_pickle=False)
+        histories = [load_history(pattern.format(id=cid)) for cid in range(population)]
+        split = split_from_histories(histories, np.asarray(targets, dtype=np.int64), num_items)
+    else:
+        split = population_split(population, num_items)
+        if config.eval_every:
+            config = dataclasses.replace(config, eval_every=0)
+    trainer = Trainer(split, features, config)
+    if conf.get("ledger"):
+        trainer.ledger = open_ledger(str(rel(conf["ledger"], "ledger")), trainer)
+    job = training_job(
+        trainer,
+        min_cohort=int(conf.get("min_cohort", 2)),
+        threat_model=conf.get("threat_model"),
+    )
+    server = AggregationServer(job, registry, tls, **options)
+    record_totals = bool(conf.get("record_aggregates", False))
+    state: dict[str, Any] = {
+        "job": json.loads(job.to_json()),
+        "secure_noise": not config.simulation_noise,
+        "rounds": [],
+        "releases": [],
+    }
+
+    def on_round(row: NetworkRound) -> None:
+        state["rounds"].append(row.as_row(with_total=record_totals))
+        _write_json(output, state)
+        what = (
+            f"{len(row.included)} of {len(row.cohort)} devices summed"
+            if row.aborted is None
+            else f"aborted ({row.aborted})"
+        )
+        print(
+            f"round {row.round_number} (release {row.release}, {row.task}, "
+            f"{row.sampled} sampled): {what} in {row.seconds:.2f} s",
+            flush=True,
+        )
+
+    def progress(record: RoundRecord, total: int) -> None:
+        state["releases"].append(record.as_row())
+        _write_json(output, state)
+        quality = "" if record.hr is None else f", HR@10 {record.hr:.4f}"
+        print(
+            f"release {record.round}/{total} ({record.task}): {record.included} devices, "
+            f"epsilon {record.epsilon:.4g}{quality}",
+            flush=True,
+        )
+
+    server.start()
+    print(f"listening on {server.address}", flush=True)
+    print(
+        f"training job: {population} devices, {config.rounds} FCF rounds, "
+        f"sampling rate {trainer.sampling_rate:.4g}, "
+        f"{'SECURE' if not config.simulation_noise else 'SIMULATION (non-secure)'} noise",
+        flush=True,
+    )
+    try:
+        result, _ = serve_training(
+            server, trainer, progress=progress, on_round=on_round, evaluate=bool(evaluation)
+        )
+    finally:
+        server.stop()
+    card = {k: v for k, v in result.report_card.items() if not isinstance(v, float) or v == v}
+    state["report_card"] = card
+    _write_json(output, state)
+    if conf.get("model_output"):
+        model_path = rel(conf["model_output"], "model_output")
+        item = result.recommender.server
+        arrays = {
+            name: value
+            for name in ("popularity", "item_factors", "item_bias", "active_items")
+            if (value := getattr(item, name)) is not None
+        }
+        with model_path.open("wb") as handle:
+            np.savez(handle, **arrays)
+        print(f"wrote the public model to {model_path}", flush=True)
+    print(f"epsilon {card.get('epsilon', 0.0):.4g} (delta {config.delta:g})", flush=True)
     print(f"wrote {output}", flush=True)
     return 0

@@ -28,7 +28,14 @@ import numpy as np
 
 from dp.rng import NonSecureRandomnessWarning
 from recsys import baselines
+from recsys.context import (
+    OnDeviceContext,
+    item_release_times,
+    load_user_context,
+    synthetic_user_context,
+)
 from recsys.data import Ratings, load_ratings, synthetic_ratings
+from recsys.devices import DEVICE_PROFILES, DeviceConfig
 from recsys.errors import ConfigError
 from recsys.features import item_features
 from recsys.federated import FCFConfig, FeatureModelConfig
@@ -38,7 +45,9 @@ from recsys.recommender import (
     RESIDUAL_MIN_USERS,
     ModelConfig,
     choose_model_kind,
+    choose_residual_schedule,
 )
+from recsys.sampling import SAMPLERS, StratifiedConfig
 from recsys.silo import SiloConfig
 from recsys.split import Split, leave_last_out
 from recsys.trainer import (
@@ -69,13 +78,44 @@ def register(subparsers: Any) -> None:
     p.add_argument("--epsilon", type=float, default=8.0, help="target ε (8)")
     p.add_argument("--delta", type=float, default=1e-4, help="target δ (1e-4)")
     p.add_argument(
-        "--rounds", type=int, default=5, help="FCF rounds after the popularity release (5)"
+        "--rounds",
+        type=int,
+        default=None,
+        help="FCF rounds after the popularity release (15 without DP, 5 with DP)",
     )
     p.add_argument(
         "--cohort",
         type=int,
         default=None,
         help="expected devices per round, Poisson-sampled (default: everyone)",
+    )
+    p.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        default="uniform",
+        help="cohort sampling: uniform Poisson (default) or stratified Poisson over private "
+        "on-device clusters (one DP cluster-size release; needs --cohort)",
+    )
+    p.add_argument("--clusters", type=int, default=8, help="clusters of the stratified sampler (8)")
+    p.add_argument(
+        "--allocation",
+        type=float,
+        default=0.5,
+        help="stratified: cluster s gets a cohort share proportional to size^a; 1 = uniform, "
+        "0 = equal per cluster (0.5)",
+    )
+    p.add_argument(
+        "--max-boost",
+        type=float,
+        default=2.0,
+        help="stratified: cap of every cluster's rate, in multiples of cohort/population; "
+        "ε is accounted at this worst-case rate (2)",
+    )
+    p.add_argument(
+        "--cluster-share",
+        type=float,
+        default=0.05,
+        help="stratified: share of ε the cluster-size release would spend alone (0.05)",
     )
     p.add_argument("--secagg", choices=SECAGG_MODES, default="plus")
     p.add_argument("--dropout", type=float, default=0.1, help="dropout rate per round (0.1)")
@@ -95,19 +135,57 @@ def register(subparsers: Any) -> None:
         help="share of ε the popularity release would spend alone (0.5)",
     )
     p.add_argument("--cap", type=int, default=20, help="items per user in the popularity release")
-    p.add_argument("--dim", type=int, default=4, help="FCF factor dimension (4)")
+    p.add_argument(
+        "--dim", type=int, default=None, help="FCF factor dimension (8 without DP, 4 with DP)"
+    )
     p.add_argument(
         "--active-items",
         type=int,
         default=300,
         help="FCF residual trains on the N most popular items (300; 0 = all)",
     )
-    p.add_argument("--residual-weight", type=float, default=0.2)
+    p.add_argument(
+        "--residual-weight",
+        type=float,
+        default=None,
+        help="weight of the FCF residual in the scores (0.4 without DP, 0.2 with DP)",
+    )
     p.add_argument("--optimizer", choices=("fedavg", "momentum", "adam"), default="adam")
     p.add_argument("--lr", type=float, default=0.03, help="server learning rate (0.03)")
     p.add_argument("--clip", type=float, default=1.0, help="FCF upload L2 clip norm (1.0)")
     p.add_argument(
         "--mechanism", choices=("discrete_gaussian", "skellam"), default="discrete_gaussian"
+    )
+    p.add_argument(
+        "--bits",
+        type=int,
+        default=32,
+        help="ring width of the distributed-DP encoding, 8-32 (32); the planner picks the "
+        "granularity that fits the sum of the cohort or refuses with the reason",
+    )
+    p.add_argument(
+        "--devices",
+        choices=("off", *DEVICE_PROFILES),
+        default="off",
+        help="simulate heterogeneous devices (compute, bandwidth, availability windows); "
+        "offline devices and those missing --deadline are SecAgg dropouts (replaces --dropout)",
+    )
+    p.add_argument(
+        "--deadline", type=float, default=10.0, help="simulated round deadline, seconds (10)"
+    )
+    p.add_argument(
+        "--availability",
+        type=float,
+        default=0.7,
+        help="mean fraction of the day a simulated device is online (0.7)",
+    )
+    p.add_argument(
+        "--context",
+        choices=("none", "device"),
+        default="none",
+        help="private on-device context used only in on-device scoring, never uploaded: "
+        "MovieLens 100K's u.user (age) and the request time against public release dates; "
+        "synthetic data gets synthetic context",
     )
     p.add_argument("--eval-every", type=int, default=1, help="evaluate every N releases (1)")
     p.add_argument(
@@ -149,6 +227,17 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
+def _apply_residual_schedule(args: argparse.Namespace) -> None:
+    """Fill the FCF settings left unset with the schedule of the privacy mode."""
+    schedule = choose_residual_schedule(args.privacy)
+    if args.rounds is None:
+        args.rounds = schedule.rounds
+    if args.dim is None:
+        args.dim = schedule.dim
+    if args.residual_weight is None:
+        args.residual_weight = schedule.residual_weight
+
+
 def _check_args(args: argparse.Namespace) -> None:
     if args.privacy != "none":
         if not (math.isfinite(args.epsilon) and args.epsilon > 0):
@@ -167,10 +256,31 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--dropout must lie in [0, 1), got {args.dropout}")
     if args.cohort is not None and args.cohort < 2:
         raise ConfigError("--cohort must be at least 2")
+    if args.sampler == "stratified" and args.cohort is None:
+        raise ConfigError("--sampler stratified needs --cohort")
     if args.data == "synthetic" and (args.users < 2 or args.items < 11):
         raise ConfigError("--users must be >= 2 and --items >= 11 for synthetic data")
+    if not 8 <= args.bits <= 32:
+        raise ConfigError(f"--bits must lie in [8, 32], got {args.bits}")
+    if args.devices != "off" and not (args.deadline > 0 and math.isfinite(args.deadline)):
+        raise ConfigError(f"--deadline must be positive, got {args.deadline}")
+    if not 0 < args.availability <= 1:
+        raise ConfigError(f"--availability must lie in (0, 1], got {args.availability}")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise ConfigError(f"--out {args.out} exists and is not a folder")
+
+
+def _context(args: argparse.Namespace, ratings: Ratings, split: Split) -> OnDeviceContext | None:
+    if args.context == "none":
+        return None
+    if ratings.synthetic:
+        return OnDeviceContext(
+            synthetic_user_context(ratings, split, seed=args.seed), item_release_times(ratings)
+        )
+    folder = os.path.dirname(ratings.source)
+    return OnDeviceContext(
+        load_user_context(folder, ratings, split), item_release_times(ratings, folder)
+    )
 
 
 def _load(args: argparse.Namespace) -> Ratings:
@@ -196,12 +306,26 @@ def _configs(args: argparse.Namespace, num_users: int) -> TrainConfig:
         delta=args.delta,
         rounds=args.rounds,
         cohort=args.cohort,
+        sampler=args.sampler,
+        stratified=StratifiedConfig(
+            clusters=args.clusters,
+            allocation=args.allocation,
+            max_boost=args.max_boost,
+            cluster_share=args.cluster_share,
+            seed=args.seed,
+        ),
         secagg=args.secagg,
         dropout=args.dropout,
         seed=args.seed,
         popularity_share=args.popularity_share,
         eval_every=args.eval_every,
         mechanism=args.mechanism,
+        bits=args.bits,
+        devices=None
+        if args.devices == "off"
+        else DeviceConfig(
+            profile=args.devices, deadline=args.deadline, availability=args.availability
+        ),
         simulation_noise=args.simulation_noise,
         executor=args.executor,
         ray_address=args.ray_address,
@@ -268,6 +392,9 @@ _CSV_FIELDS = (
     "encode_seconds",
     "secagg_seconds",
     "decode_seconds",
+    "sim_seconds",
+    "offline",
+    "late",
 )
 
 
@@ -294,6 +421,9 @@ def _write_metrics(path: str, records: tuple[RoundRecord, ...]) -> None:
                     f"{r.encode_seconds:.4f}",
                     f"{r.secagg_seconds:.4f}",
                     f"{r.decode_seconds:.4f}",
+                    "" if r.sim_seconds is None else f"{r.sim_seconds:.4f}",
+                    r.offline,
+                    r.late,
                 ]
             )
 
@@ -344,7 +474,7 @@ def report_card_lines(card: dict[str, Any], extra: dict[str, Any]) -> list[str]:
         f"  ε, δ          ε = {eps:.3f} (target {card['epsilon_target']}), δ = {card['delta']:g}",
         f"  accountant    {card['accountant']}",
         f"  mechanism     {card['mechanism']} (secure noise: {card['secure_noise']})",
-        f"  secure agg.   {card['secagg']}; dropout rate {card['dropout_rate']}, "
+        f"  secure agg.   {card['secagg']}; dropout rate {card['dropout_rate']:.3g}, "
         f"{card['dropped_total']} device-rounds dropped",
         f"  releases      {card['releases']} (popularity + {card['fcf_rounds']} FCF rounds)",
         f"  cohort        {card['cohort_expected']} of {card['population']} "
@@ -366,6 +496,29 @@ def report_card_lines(card: dict[str, Any], extra: dict[str, Any]) -> list[str]:
             f"RECORD-level ε = {silo['epsilon']:.3f} (Opacus RDP: "
             f"{silo['epsilon_opacus_rdp']:.3f}), δ = {silo['delta']:g}; separate ledger",
         )
+    extra_lines: list[str] = []
+    comm = card.get("communication")
+    if comm:
+        extra_lines.append(
+            f"  bytes         {comm['bytes_up_per_client_round']:,.0f} up / "
+            f"{comm['bytes_down_per_client_round']:,.0f} down per device per release; total "
+            f"{comm['bytes_total']:,} ({comm['device_rounds']} device-releases"
+            + (f", {card['encoding_bits']}-bit ring)" if card.get("encoding_bits") else ")"),
+        )
+    dev = card.get("devices")
+    if dev:
+        rounds = [x for x in dev["simulated_round_seconds"] if x is not None]
+        extra_lines.append(
+            f"  devices       {dev['profile']}, deadline {dev['deadline']:g} s: "
+            f"{dev['offline_total']} offline + {dev['late_total']} late device-rounds; "
+            f"simulated time {dev['simulated_seconds_total']:.1f} s"
+            + (f" (round max {max(rounds):.1f} s)" if rounds else ""),
+        )
+    ctx = card.get("on_device_context")
+    if ctx:
+        extra_lines.append("  context       on device only: " + "; ".join(ctx["used_on_device"]))
+    at = next(i for i, line in enumerate(lines) if line.startswith("results ("))
+    lines[at:at] = extra_lines
     for name, vals in extra.get("baselines", {}).items():
         lines.append(f"  {name:<40} HR@10 {vals['HR@10']:.4f}  NDCG@10 {vals['NDCG@10']:.4f}")
     return lines
@@ -373,6 +526,7 @@ def report_card_lines(card: dict[str, Any], extra: dict[str, Any]) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Validate, train, and write the outputs atomically."""
+    _apply_residual_schedule(args)
     _check_args(args)
     ratings = _load(args)
     config = _configs(args, ratings.num_users)
@@ -391,7 +545,13 @@ def run(args: argparse.Namespace) -> int:
             if config.simulation_noise:
                 warnings.simplefilter("ignore", NonSecureRandomnessWarning)
             silo_ledger = os.path.join(staging, "ledger_silo.sqlite") if args.silo_users else None
-            trainer = Trainer(split, feats, config, silo_ledger_path=silo_ledger)
+            trainer = Trainer(
+                split,
+                feats,
+                config,
+                silo_ledger_path=silo_ledger,
+                context=_context(args, ratings, split),
+            )
             ledger = open_ledger(os.path.join(staging, "ledger.sqlite"), trainer)
             trainer.ledger = ledger
             started = time.perf_counter()
@@ -437,7 +597,7 @@ def run(args: argparse.Namespace) -> int:
 def _train_with_progress(trainer: Trainer, *, quiet: bool) -> Any:
     from tqdm import tqdm
 
-    total = sum(r for _, r in trainer.recommender.tasks(trainer.config.rounds))
+    total = sum(r for _, r in trainer.releases())
     bar = tqdm(total=total, desc="privagg train", unit="round", disable=quiet, file=sys.stderr)
     last = {"hr": float("nan")}
 

@@ -13,9 +13,16 @@ Backends (one file each, sharing :class:`~dp.accounting.base.Accountant`):
 from __future__ import annotations
 
 from dp.accounting.auto import AutoAccountant
-from dp.accounting.base import Accountant, EpsilonBracket, SampledMechanism, normalize
+from dp.accounting.base import (
+    Accountant,
+    EpsilonBracket,
+    SampledMechanism,
+    normalize,
+    stratum_view,
+)
 from dp.accounting.pld import PldAccountant
 from dp.accounting.rdp import RdpAccountant, RdpOrderWarning
+from dp.accounting.stratified import num_strata, stratum_epsilons
 from dp.calibrate import (
     calibrate_noise,
     epsilon,
@@ -40,4 +47,7 @@ __all__ = [
     "max_sampling_rate",
     "max_steps",
     "normalize",
+    "num_strata",
+    "stratum_epsilons",
+    "stratum_view",
 ]

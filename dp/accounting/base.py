@@ -28,6 +28,7 @@ from dp.events import (
     PoissonSampledEvent,
     PrivacyEvent,
     SelfComposedEvent,
+    StratifiedPoissonSampledEvent,
 )
 
 
@@ -90,7 +91,7 @@ def _leaves(event: PrivacyEvent, count: int) -> Iterator[tuple[PrivacyEvent, int
         for inner in event.events:
             yield from _leaves(inner, count)
         return
-    if isinstance(event, PoissonSampledEvent):
+    if isinstance(event, PoissonSampledEvent | StratifiedPoissonSampledEvent):
         raise UnsupportedEventError("nested Poisson sampling is not supported")
     event = _degenerate(event)
     if count and not isinstance(event, NoOpEvent):
@@ -128,10 +129,8 @@ def _normalize_into(
     elif isinstance(event, ComposedEvent):
         for inner in event.events:
             _normalize_into(inner, count, out)
-    elif isinstance(event, PoissonSampledEvent):
-        q = event.sampling_probability
-        if isinstance(q, bool) or not isinstance(q, float | int) or not 0.0 <= q <= 1.0:
-            raise DPValueError(f"sampling probability must be in [0, 1], got {q!r}")
+    elif isinstance(event, PoissonSampledEvent | StratifiedPoissonSampledEvent):
+        q = _sampling_rate(event)
         if q == 0:
             return
         leaves = tuple(_leaves(event.event, 1))
@@ -145,6 +144,41 @@ def _normalize_into(
             out.append((_NON_PRIVATE, 1))
         elif not isinstance(leaf, NoOpEvent):
             out.append((SampledMechanism(1.0, ((leaf, 1),)), count))
+
+
+def _check_rate(q: object) -> float:
+    if isinstance(q, bool) or not isinstance(q, float | int) or not 0.0 <= q <= 1.0:
+        raise DPValueError(f"sampling probability must be in [0, 1], got {q!r}")
+    return float(q)
+
+
+def _sampling_rate(event: PoissonSampledEvent | StratifiedPoissonSampledEvent) -> float:
+    """The rate an accountant amplifies by: the event's own, or for heterogeneous (stratified)
+    Poisson sampling the largest stratum rate — the user-level guarantee is the worst case
+    over users, and each user's loss is amplified by its own rate (see the event's doc)."""
+    if isinstance(event, PoissonSampledEvent):
+        return _check_rate(event.sampling_probability)
+    rates = event.stratum_probabilities
+    if not isinstance(rates, tuple) or not rates:
+        raise DPValueError("stratum_probabilities must be a non-empty tuple")
+    return max(_check_rate(q) for q in rates)
+
+
+def stratum_view(event: PrivacyEvent, stratum: int) -> PrivacyEvent:
+    """``event`` as experienced by a user who is in ``stratum`` whenever a stratified
+    sample is drawn: every :class:`StratifiedPoissonSampledEvent` becomes the
+    ``PoissonSampled`` event of that stratum's rate (compositions are rebuilt around it).
+
+    Composing the views gives the individual (per-stratum) ε of such a user; the run's ε
+    (the worst case over users) is that of the events themselves.
+    """
+    if isinstance(event, StratifiedPoissonSampledEvent):
+        return event.stratum_event(stratum)
+    if isinstance(event, SelfComposedEvent):
+        return SelfComposedEvent(stratum_view(event.event, stratum), event.count)
+    if isinstance(event, ComposedEvent):
+        return ComposedEvent(tuple(stratum_view(e, stratum) for e in event.events))
+    return event
 
 
 def validate_delta(delta: float) -> None:

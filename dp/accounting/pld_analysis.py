@@ -44,7 +44,7 @@ from functools import lru_cache
 import numpy as np
 from numpy.typing import NDArray
 from scipy import fft as sp_fft
-from scipy import signal, special
+from scipy import special
 
 from dp.accounting.base import validate_delta
 from dp.errors import DPValueError
@@ -448,7 +448,11 @@ def _epsilon_from_pmf(
     s1 = np.cumsum(m[::-1])[::-1]  # S1[k] = Σ_{r≥k} m_r
     decay = math.exp(-h)
     # H[k] = Σ_{r≥k} m_r e^{−(r−k)h}: a stable first-order recursion, run in C by lfilter.
-    big_h = signal.lfilter([1.0], [1.0, -decay], m[::-1])[::-1]
+    # Imported here: scipy.signal costs ~0.5 s at import, and devices import dp but never
+    # compute an ε.
+    from scipy.signal import lfilter
+
+    big_h = lfilter([1.0], [1.0, -decay], m[::-1])[::-1]
     g = np.append(decay * big_h[1:], 0.0)  # G[k] = Σ_{r>k} m_r e^{−(r−k)h}
     delta_at = np.append(s1[1:], 0.0) - g + extra  # δ(v_k)
     k = int(np.argmax(delta_at <= delta))  # exists: δ(v_last) = extra < δ

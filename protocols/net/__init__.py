@@ -9,8 +9,8 @@
 Requires the ``net`` extra (grpcio).
 """
 
-from protocols.net.client import ClientTLS, DeviceReport, run_device
-from protocols.net.errors import AuthenticationError, TransportError
+from protocols.net.client import ClientTLS, DeviceReport, RoundInfo, run_device
+from protocols.net.errors import AuthenticationError, RoundRefused, TransportError
 from protocols.net.pki import (
     LocalPKI,
     load_identity_key,
@@ -19,7 +19,7 @@ from protocols.net.pki import (
     write_identity_key,
 )
 from protocols.net.server import AggregationServer, RoundOutcome, ServerTLS
-from protocols.net.wire import JobSpec
+from protocols.net.wire import JobSpec, RoundSpec
 
 __all__ = [
     "AggregationServer",
@@ -28,7 +28,10 @@ __all__ = [
     "DeviceReport",
     "JobSpec",
     "LocalPKI",
+    "RoundInfo",
     "RoundOutcome",
+    "RoundRefused",
+    "RoundSpec",
     "ServerTLS",
     "TransportError",
     "load_identity_key",

@@ -6,6 +6,11 @@ then long-polls: it sends its reply to the last message with the next request an
 next message back. Each round gets a fresh state machine (fresh keys). Transient network
 failures are retried; a server that stays unreachable for ``retry_seconds`` (killed,
 partitioned) ends the device with a :class:`TransportError` naming the server, never a hang.
+
+In a per-round job the device fetches each round's announcement (a
+:class:`~protocols.net.wire.RoundSpec` in the model envelope, checked against the setup's
+context digest and the job), takes protocol position ``cohort.index(its id)`` and computes
+its vector with ``round_inputs``; raising :class:`RoundRefused` there sits the round out.
 """
 
 from __future__ import annotations
@@ -21,18 +26,20 @@ import numpy.typing as npt
 
 import secagg
 from protocols.client import SecAggClient
-from protocols.config import Stage
+from protocols.config import SecAggConfig, Stage, ThreatModel
 from protocols.errors import ConfigError, DecodeError
 from protocols.messages import SetupRequest, decode
-from protocols.net.errors import TransportError
+from protocols.net.errors import RoundRefused, TransportError
 from protocols.net.wire import (
     NO_STAGE,
     SERVICE,
     Exchange,
     JobSpec,
     ReplyStatus,
+    RoundSpec,
     decode_model,
     decode_reply,
+    decode_round,
     decode_welcome,
     encode_hello,
     encode_model_request,
@@ -41,7 +48,7 @@ from protocols.net.wire import (
 )
 from protocols.transport import Direction, FaultHook
 
-__all__ = ["ClientTLS", "DeviceReport", "run_device"]
+__all__ = ["ClientTLS", "DeviceReport", "RoundInfo", "run_device"]
 
 _RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED")
 _STAGES = tuple(Stage)
@@ -51,6 +58,22 @@ InputsFn = Callable[[int, JobSpec], npt.NDArray[Any]]
 
 ModelInputsFn = Callable[[int, JobSpec, bytes], npt.NDArray[Any]]
 """``(round_number, job, public model) -> ring vector`` of this device for that round."""
+
+
+@dataclass(frozen=True)
+class RoundInfo:
+    """What a device of a per-round job is told about a round: the job, the round number,
+    its protocol position in the cohort, and the announcement (cohort, parameters,
+    vector length and the application's public payload)."""
+
+    job: JobSpec
+    round_number: int
+    position: int
+    spec: RoundSpec
+
+
+RoundInputsFn = Callable[[RoundInfo], npt.NDArray[Any]]
+"""``info -> ring vector`` of this device for a round of a per-round job."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +170,7 @@ def run_device(
     hooks: Sequence[FaultHook] = (),
     on_event: Callable[[str], None] | None = None,
     model_inputs: ModelInputsFn | None = None,
+    round_inputs: RoundInputsFn | None = None,
 ) -> DeviceReport:
     """Take part in every round of the job served at ``target`` until the server says done.
 
@@ -157,6 +181,10 @@ def run_device(
     With ``model_inputs``, the device first fetches the round's public model, checks that
     its digest is the setup's context digest (else it sits the round out, and the abort is
     reported), and computes its vector with ``model_inputs(r, job, model)``.
+    A per-round job needs ``round_inputs`` (see :class:`RoundInfo`; a fixed job ignores
+    it, so one device can serve either kind, as the server's welcome says); a round whose
+    announcement does not fit the job, or whose inputs raise :class:`RoundRefused`, is sat
+    out and reported as an abort.
     Raises :class:`TransportError` if the server is lost or refuses this device.
     """
     bootstrap = _Link(target, tls, 1 << 20, retry_seconds)
@@ -169,8 +197,9 @@ def run_device(
     except DecodeError as exc:
         raise TransportError(f"server {target} sent a malformed welcome: {exc}") from None
     _check_job(job, expected_job)
-    config = job.secagg_config()
-    if config.consistency_check and verify_keys is None:
+    if job.per_round and round_inputs is None:
+        raise ConfigError("this is a per-round job (training): the device needs round_inputs")
+    if job.threat() is not ThreatModel.HONEST_BUT_CURIOUS and verify_keys is None:
         raise ConfigError("this job runs in malicious-server mode: the client registry is needed")
     link = _Link(target, tls, job.max_message_bytes(), retry_seconds)
     emit = on_event or (lambda _text: None)
@@ -213,7 +242,23 @@ def run_device(
                 setup = _safe_decode(reply.payload)
                 if reply.round_number < machine_round or not isinstance(setup, SetupRequest):
                     continue  # joined mid-round: wait for the next round's setup
-                if model_inputs is None:
+                config = None if job.per_round else job.secagg_config()
+                position, want = client_id, job.vector_length
+                keys = verify_keys
+                if job.per_round and round_inputs is not None:
+                    machine_round, machine = reply.round_number, None
+                    got = _round_vector(
+                        link, client_id, job, reply.round_number, setup, poll_seconds, round_inputs
+                    )
+                    if isinstance(got, str):
+                        aborts.append(f"round {reply.round_number}: {got}")
+                        emit(aborts[-1])
+                        continue  # sit this round out
+                    vector, position, config, spec = got
+                    want = spec.vector_length
+                    if verify_keys is not None:
+                        keys = {pos: verify_keys[cid] for pos, cid in enumerate(spec.cohort)}
+                elif model_inputs is None:
                     vector = np.asarray(inputs(reply.round_number, job))
                 else:
                     model = _fetch_model(link, client_id, reply.round_number, setup, poll_seconds)
@@ -224,17 +269,18 @@ def run_device(
                         machine = None
                         continue  # sit this round out: its session is not this model's
                     vector = np.asarray(model_inputs(reply.round_number, job, model))
-                if vector.shape != (job.vector_length,):
+                if vector.shape != (want,):
                     raise ConfigError(
                         f"round {reply.round_number}: this device's input has shape "
-                        f"{vector.shape}, the job needs ({job.vector_length},)"
+                        f"{vector.shape}, the round needs ({want},)"
                     )
+                assert config is not None
                 machine = SecAggClient(
-                    client_id,
+                    position,
                     config,
                     vector,
                     signing_key=identity if config.consistency_check else None,
-                    verify_keys=verify_keys if config.consistency_check else None,
+                    verify_keys=keys if config.consistency_check else None,
                 )
                 machine_round = reply.round_number
             if machine is None:
@@ -271,6 +317,34 @@ def _fetch_model(
     if rnd != round_number or model_digest(envelope) != setup.context_digest:
         return None
     return payload
+
+
+def _round_vector(
+    link: _Link,
+    client_id: int,
+    job: JobSpec,
+    round_number: int,
+    setup: SetupRequest,
+    poll_seconds: float,
+    round_inputs: RoundInputsFn,
+) -> tuple[npt.NDArray[Any], int, SecAggConfig, RoundSpec] | str:
+    """(vector, position, config, announcement) of a per-round job's round, or why to sit it out."""
+    payload = _fetch_model(link, client_id, round_number, setup, poll_seconds)
+    if payload is None:
+        return "model digest mismatch"
+    try:
+        spec = decode_round(payload, job)
+        config = spec.secagg_config(job)
+    except (DecodeError, ConfigError) as exc:
+        return f"refused the round announcement ({exc})"
+    if client_id not in spec.cohort:
+        return "not in the announced cohort"
+    position = spec.cohort.index(client_id)
+    try:
+        vector = np.asarray(round_inputs(RoundInfo(job, round_number, position, spec)))
+    except RoundRefused as exc:
+        return f"refused ({exc})"
+    return vector, position, config, spec
 
 
 def _safe_decode(payload: bytes) -> object:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from protocols.errors import ProtocolError
 
-__all__ = ["AuthenticationError", "TransportError"]
+__all__ = ["AuthenticationError", "RoundRefused", "TransportError"]
 
 
 class TransportError(ProtocolError):
@@ -13,3 +13,8 @@ class TransportError(ProtocolError):
 
 class AuthenticationError(ProtocolError, ValueError):
     """A request is not signed by the registered key of the client it claims to be."""
+
+
+class RoundRefused(ProtocolError):
+    """A device declines a round (e.g. its public parameters are not acceptable to it); it
+    sits that round out and keeps serving the job."""

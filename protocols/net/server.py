@@ -9,15 +9,22 @@ offline, so later rounds do not wait for them until they speak again. Requests a
 authenticated per client (Ed25519 over the server's per-run nonce and a strictly increasing
 counter), sizes are capped by gRPC before anything is parsed, and bad requests are refused
 without touching the round.
+
+A fixed job (:meth:`AggregationServer.run`) aggregates every registered client each round.
+A per-round job is driven by the application one round at a time
+(:meth:`AggregationServer.run_round` with a :class:`~protocols.net.wire.RoundSpec`: the
+cohort, protocol parameters, vector length and public payload of that round), e.g. by a
+federated trainer that samples cohorts among :meth:`AggregationServer.connected` devices.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +33,7 @@ import grpc  # type: ignore[import-untyped]
 import numpy as np
 import numpy.typing as npt
 
-from protocols.config import Stage
+from protocols.config import SecAggConfig, Stage
 from protocols.errors import ConfigError, DecodeError, ProtocolAborted
 from protocols.net.errors import AuthenticationError, TransportError
 from protocols.net.wire import (
@@ -35,10 +42,12 @@ from protocols.net.wire import (
     JobSpec,
     Reply,
     ReplyStatus,
+    RoundSpec,
     decode_exchange,
     decode_hello,
     decode_model_request,
     encode_model,
+    encode_round,
     encode_welcome,
     model_digest,
     stage_code,
@@ -68,7 +77,8 @@ class ServerTLS:
 
 @dataclass(frozen=True, eq=False)
 class RoundOutcome:
-    """One round as the server operator sees it: the sum of ``included`` or the abort."""
+    """One round as the server operator sees it: the sum of ``included`` (client ids) or
+    the abort; ``faulty`` lists the client ids whose messages were garbage."""
 
     round_number: int
     included: tuple[int, ...]
@@ -108,7 +118,7 @@ class AggregationServer:
         if context is not None and model is not None:
             raise ConfigError("give a context digest function or a model function, not both")
         self.job = job
-        self.config = job.secagg_config()
+        self.config = None if job.per_round else job.secagg_config()
         missing = set(range(job.num_clients)) - set(registry)
         if missing:
             raise AuthenticationError(f"no registered identity key for clients {sorted(missing)}")
@@ -128,7 +138,11 @@ class AggregationServer:
         self._counters: dict[int, int] = {}
         self._joined: set[int] = set()
         self._offline: set[int] = set()
+        self._last_seen: dict[int, float] = {}
         self._replied: set[int] = set()
+        self._positions: dict[int, int] = {}
+        self._cohort: tuple[int, ...] = ()
+        self._last_round = -1
         self._current: tuple[int, int] | None = None
         self._secagg: SecAggServer | None = None
         self._done = False
@@ -173,21 +187,73 @@ class AggregationServer:
         self._server.stop(grace=0.5).wait()
 
     def run(self, on_round: Callable[[RoundOutcome], None] | None = None) -> list[RoundOutcome]:
-        """Wait for clients, run every round, tell clients the job is done; return outcomes."""
-        everyone = set(range(self.job.num_clients))
-        self._wait(lambda: self._joined >= everyone, self.join_deadline)
-        with self._cv:
-            self._offline |= everyone - self._joined
+        """Wait for clients, run every round, tell clients the job is done; return outcomes.
+
+        For fixed jobs; a per-round job is driven with :meth:`wait_for_clients`,
+        :meth:`run_round` and :meth:`finish`."""
+        if self.config is None:
+            raise ConfigError("a per-round job is driven round by round (run_round)")
+        self.wait_for_clients()
+        everyone = tuple(range(self.job.num_clients))
         for round_number in range(self.job.rounds):
-            outcome = self._run_round(round_number)
+            outcome = self._round(round_number, everyone, self.config, self.job.vector_length)
             self.outcomes.append(outcome)
             if on_round is not None:
                 on_round(outcome)
+        self.finish()
+        return self.outcomes
+
+    def wait_for_clients(self, seconds: float | None = None) -> frozenset[int]:
+        """Wait until every registered client said hello (or ``seconds``, default the join
+        deadline); those that did not are offline. Returns the clients that joined."""
+        everyone = set(range(self.job.num_clients))
+        wait = self.join_deadline if seconds is None else seconds
+        self._wait(lambda: self._joined >= everyone, wait)
+        with self._cv:
+            self._offline |= everyone - self._joined
+            return frozenset(self._joined)
+
+    def connected(self) -> frozenset[int]:
+        """Clients that are online now: joined, heard from within a poll period (plus a
+        grace of 5 s), and not marked offline by a missed deadline since they last spoke."""
+        horizon = time.monotonic() - self.poll_seconds - 5.0
+        with self._cv:
+            return frozenset(
+                cid
+                for cid in self._joined - self._offline
+                if self._last_seen.get(cid, -math.inf) >= horizon
+            )
+
+    def run_round(
+        self, round_number: int, spec: RoundSpec, *, graph_seed: bytes | None = None
+    ) -> RoundOutcome:
+        """Run one round of a per-round job: ``spec`` names the cohort (client ids), the
+        protocol parameters, the vector length and the public payload, all announced to the
+        cohort in the round's model envelope (whose digest binds the SecAgg session).
+        ``round_number`` must increase from call to call; ``graph_seed`` (default: random)
+        seeds the SecAgg+ graph."""
+        if self.config is not None:
+            raise ConfigError("run_round drives per-round jobs; this job is fixed")
+        if round_number <= self._last_round:
+            raise ConfigError("round numbers must increase")
+        config = spec.secagg_config(self.job)
+        outcome = self._round(
+            round_number,
+            tuple(spec.cohort),
+            config,
+            spec.vector_length,
+            announcement=encode_round(spec),
+            graph_seed=graph_seed,
+        )
+        self.outcomes.append(outcome)
+        return outcome
+
+    def finish(self) -> None:
+        """Tell the clients the job is done (they exit when they next poll)."""
         with self._cv:
             self._done = True
             self._cv.notify_all()
         time.sleep(self.linger_seconds)  # let polling clients hear DONE before we go
-        return self.outcomes
 
     def _wait(self, ready: Callable[[], bool], seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -204,22 +270,37 @@ class AggregationServer:
         encoded: dict[int, bytes] = {}
         index = stage_code(stage)
         with self._cv:
-            for cid, message in outbound.items():
+            for pos, message in outbound.items():
                 data = encoded.get(id(message))
                 if data is None:  # a broadcast is serialized once
                     data = encoded[id(message)] = message.to_bytes()
+                cid = self._cohort[pos]
                 self._mail[cid] = Reply(ReplyStatus.MESSAGE, round_number, index, data)
                 self._mail_key[cid] = stage_key(round_number, index)
             self._current = (round_number, index)
             self._replied = set()
             self._cv.notify_all()
 
-    def _run_round(self, round_number: int) -> RoundOutcome:
+    def _round(
+        self,
+        round_number: int,
+        cohort: tuple[int, ...],
+        config: SecAggConfig,
+        vector_length: int,
+        *,
+        announcement: bytes | None = None,
+        graph_seed: bytes | None = None,
+    ) -> RoundOutcome:
+        """One SecAgg round among ``cohort`` (protocol position i is client ``cohort[i]``)."""
         start = time.perf_counter()
-        if self._model is None:
+        self._last_round = round_number
+        payload = announcement if announcement is not None else None
+        if payload is None and self._model is not None:
+            payload = self._model(round_number)
+        if payload is None:
             context_digest = self._context(round_number)
         else:
-            envelope = encode_model(round_number, self._model(round_number))
+            envelope = encode_model(round_number, payload)
             if len(envelope) > self.job.max_message_bytes():
                 raise ConfigError("the model exceeds the job's message size limit")
             with self._cv:
@@ -229,26 +310,36 @@ class AggregationServer:
                 }
             context_digest = model_digest(envelope)
         server = SecAggServer(
-            self.config,
-            self.job.vector_length,
+            config,
+            vector_length,
             round_number=round_number,
-            graph_seed=secrets.token_bytes(32),
+            graph_seed=graph_seed if graph_seed is not None else secrets.token_bytes(32),
             context_digest=context_digest,
-            verify_keys=self._keys if self.config.consistency_check else None,
+            verify_keys=(
+                {pos: self._keys[cid] for pos, cid in enumerate(cohort)}
+                if config.consistency_check
+                else None
+            ),
         )
         with self._cv:
             self._secagg = server
+            self._cohort = cohort
+            self._positions = {cid: pos for pos, cid in enumerate(cohort)}
         outbound: Mapping[int, Any] = server.start()
+
+        def ids(positions: Iterable[int]) -> set[int]:
+            return {cohort[p] for p in positions}
+
         try:
             while not server.finished:
                 stage = server.stage
                 assert stage is not None
                 self._publish(round_number, stage, outbound)
-                expected = set(server.expected_senders())
+                expected = ids(server.expected_senders())
 
                 def settled(expected: set[int] = expected, server: SecAggServer = server) -> bool:
-                    waiting = expected - self._offline - server.faulty
-                    return waiting <= self._replied | set(server.client_aborts)
+                    waiting = expected - self._offline - ids(server.faulty)
+                    return waiting <= self._replied | ids(server.client_aborts)
 
                 self._wait(settled, self.stage_deadline)
                 with self._cv:
@@ -263,18 +354,18 @@ class AggregationServer:
                 None,
                 str(exc),
                 time.perf_counter() - start,
-                tuple(sorted(server.faulty)),
+                tuple(sorted(ids(server.faulty))),
             )
         with self._cv:
             self._current = None
         output = server.output()
         return RoundOutcome(
             round_number,
-            output.included,
+            tuple(cohort[p] for p in output.included),
             np.asarray(output.total),
             None,
             time.perf_counter() - start,
-            tuple(sorted(server.faulty)),
+            tuple(sorted(ids(server.faulty))),
         )
 
     # ------------------------------------------------------------------ gRPC handlers
@@ -326,6 +417,7 @@ class AggregationServer:
             else:
                 replayed = False
                 self._counters[cid] = req.counter
+                self._last_seen[cid] = time.monotonic()
                 self._joined.add(cid)
                 self._offline.discard(cid)
                 self._accept(req.client_id, req.round_number, req.stage, req.payload)
@@ -339,10 +431,11 @@ class AggregationServer:
         server = self._secagg
         if stage == NO_STAGE or server is None or self._current != (round_number, stage):
             return
-        if cid in self._replied:
-            return  # a retried request: the first copy counts, the state machine ignores more
+        pos = self._positions.get(cid)
+        if pos is None or cid in self._replied:
+            return  # not in the cohort, or a retried request: the first copy counts
         self._replied.add(cid)
-        server.receive_bytes(cid, payload)
+        server.receive_bytes(pos, payload)
 
     def _next_for(self, cid: int, seen: int, context: Any) -> Reply:
         end = time.monotonic() + self.poll_seconds

@@ -27,15 +27,18 @@ __all__ = [
     "JobSpec",
     "Reply",
     "ReplyStatus",
+    "RoundSpec",
     "decode_exchange",
     "decode_hello",
     "decode_model",
     "decode_model_request",
     "decode_reply",
+    "decode_round",
     "decode_welcome",
     "encode_hello",
     "encode_model",
     "encode_model_request",
+    "encode_round",
     "encode_welcome",
     "model_digest",
     "stage_code",
@@ -80,7 +83,18 @@ def _header(data: bytes, kind: int) -> None:
 
 @dataclass(frozen=True)
 class JobSpec:
-    """Public parameters of a training job: every client can check them before joining."""
+    """Public parameters of a training job: every client can check them before joining.
+
+    A fixed job (``per_round=False``) aggregates every registered client each round, with
+    ``threshold``, ``neighbors`` and ``vector_length`` for all rounds. A per-round job
+    (``per_round=True``, e.g. federated training with sampled cohorts) announces each
+    round's cohort, protocol parameters and vector length in the round's public model
+    envelope (:class:`RoundSpec`, bound into the SecAgg session by its digest); then
+    ``num_clients`` is the registered population, ``threshold`` the smallest cohort a
+    device agrees to be aggregated with, and ``vector_length`` the cap on any round's
+    vector. ``model_bytes`` is the cap on a round's public model (it raises the message
+    size limit by that much).
+    """
 
     num_clients: int
     threshold: int
@@ -89,6 +103,8 @@ class JobSpec:
     bits: int = 32
     neighbors: int | None = None
     threat_model: str = ThreatModel.HONEST_BUT_CURIOUS.value
+    per_round: bool = False
+    model_bytes: int = 0
 
     def __post_init__(self) -> None:
         for name in ("vector_length", "rounds"):
@@ -97,21 +113,40 @@ class JobSpec:
                 raise ConfigError(f"{name} must be a positive int, got {value!r}")
         if self.vector_length > 1 << 28:
             raise ConfigError("vector_length must be at most 2^28")
-        self.secagg_config()  # validates the protocol parameters now
+        if not isinstance(self.per_round, bool):
+            raise ConfigError("per_round must be true or false")
+        m = self.model_bytes
+        if isinstance(m, bool) or not isinstance(m, int) or not 0 <= m <= 1 << 30:
+            raise ConfigError(f"model_bytes must be an int in [0, 2^30], got {m!r}")
+        if self.per_round:
+            n, t = self.num_clients, self.threshold
+            if any(isinstance(v, bool) or not isinstance(v, int) for v in (n, t)):
+                raise ConfigError("num_clients and threshold must be ints")
+            if not 2 <= t <= n:
+                raise ConfigError("a per-round job needs 2 <= threshold (min cohort) <= clients")
+            self.threat()
+            SecAggConfig(n, n // 2 + 1, bits=self.bits)  # validates bits and the population
+        else:
+            self.secagg_config()  # validates the protocol parameters now
 
-    def secagg_config(self) -> SecAggConfig:
-        """The protocol configuration of every round of the job."""
+    def threat(self) -> ThreatModel:
+        """The job's threat model."""
         try:
-            threat = ThreatModel(self.threat_model)
+            return ThreatModel(self.threat_model)
         except ValueError:
             names = [m.value for m in ThreatModel]
             raise ConfigError(f"threat_model must be one of {names}") from None
+
+    def secagg_config(self) -> SecAggConfig:
+        """The protocol configuration of every round of a fixed job."""
+        if self.per_round:
+            raise ConfigError("a per-round job announces each round's protocol parameters")
         return SecAggConfig(
             self.num_clients,
             self.threshold,
             neighbors=self.neighbors,
             bits=self.bits,
-            threat_model=threat,
+            threat_model=self.threat(),
         )
 
     def to_json(self) -> bytes:
@@ -134,7 +169,88 @@ class JobSpec:
         """A cap on any single message of this job (the gRPC receive limit)."""
         word = 4 if self.bits <= 32 else 8
         per_client = 2 * 4096 + 256  # one share ciphertext each way plus ids and keys
-        return 64 * 1024 + word * self.vector_length + per_client * self.num_clients
+        fixed = 64 * 1024 + self.model_bytes
+        return fixed + word * self.vector_length + per_client * self.num_clients
+
+
+@dataclass(frozen=True)
+class RoundSpec:
+    """One round of a per-round job: the cohort (registered client ids, increasing; the
+    protocol position of ``cohort[i]`` is ``i``), its SecAgg threshold and neighbors, the
+    vector length, and the application's public payload (model, DP parameters)."""
+
+    cohort: tuple[int, ...]
+    threshold: int
+    vector_length: int
+    neighbors: int | None = None
+    payload: bytes = b""
+
+    def secagg_config(self, job: JobSpec) -> SecAggConfig:
+        """The protocol configuration of this round (ConfigError if it is not valid for
+        ``job``: unknown clients, a cohort below the job's minimum, a vector over the cap)."""
+        n = len(self.cohort)
+        if n < max(2, job.threshold):
+            raise ConfigError(f"cohort of {n} is below the job's minimum of {job.threshold}")
+        if any(b <= a for a, b in zip(self.cohort, self.cohort[1:], strict=False)):
+            raise ConfigError("the cohort must list client ids in increasing order")
+        if self.cohort[0] < 0 or self.cohort[-1] >= job.num_clients:
+            raise ConfigError("the cohort names clients that are not registered")
+        if not 1 <= self.vector_length <= job.vector_length:
+            raise ConfigError(f"vector length {self.vector_length} exceeds the job's cap")
+        return SecAggConfig(
+            n, self.threshold, neighbors=self.neighbors, bits=job.bits, threat_model=job.threat()
+        )
+
+
+def encode_round(spec: RoundSpec) -> bytes:
+    """The round announcement (the model payload of a per-round job): u32 length, a
+    canonical JSON header, then the application payload."""
+    head = json.dumps(
+        {
+            "cohort": [int(c) for c in spec.cohort],
+            "threshold": int(spec.threshold),
+            "neighbors": spec.neighbors,
+            "vector_length": int(spec.vector_length),
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    ).encode()
+    return _U32.pack(len(head)) + head + bytes(spec.payload)
+
+
+def decode_round(data: bytes, job: JobSpec) -> RoundSpec:
+    """Parse and check a round announcement against the job (DecodeError if malformed,
+    ConfigError if its parameters are not acceptable for the job)."""
+    if len(data) < _U32.size:
+        raise DecodeError("round announcement truncated")
+    (length,) = _U32.unpack_from(data)
+    if len(data) < _U32.size + length or length > 64 * 1024 + 16 * job.num_clients:
+        raise DecodeError("round announcement has a bad header length")
+    try:
+        head = json.loads(data[_U32.size : _U32.size + length])
+        cohort = tuple(head["cohort"])
+        spec = RoundSpec(
+            cohort,
+            head["threshold"],
+            head["vector_length"],
+            head["neighbors"],
+            data[_U32.size + length :],
+        )
+    except (ValueError, KeyError, TypeError):
+        raise DecodeError("round announcement carries no valid header") from None
+    fields = (*spec.cohort, spec.threshold, spec.vector_length)
+    if set(head) != {"cohort", "threshold", "neighbors", "vector_length"} or any(
+        isinstance(v, bool) or not isinstance(v, int) for v in fields
+    ):
+        raise DecodeError("round announcement header has bad fields")
+    if spec.neighbors is not None and (
+        isinstance(spec.neighbors, bool) or not isinstance(spec.neighbors, int)
+    ):
+        raise DecodeError("round announcement header has bad fields")
+    if not spec.cohort:
+        raise DecodeError("round announcement has an empty cohort")
+    spec.secagg_config(job)
+    return spec
 
 
 def encode_hello(client_id: int) -> bytes:

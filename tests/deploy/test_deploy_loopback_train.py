@@ -1,0 +1,237 @@
+"""Loopback process test of federated training: a ``privagg serve`` training job and 20
+device processes (``privagg client`` plus a test-only dump of each encoded vector) train the
+recommender over gRPC + TLS with secure noise: the popularity release, then FCF rounds of
+another upload length.
+
+Three devices are SIGKILLed at different stages: device 3 in the popularity round before
+sending its key shares, device 7 in the first FCF round before sending its masked input,
+device 11 in the second FCF round before unmasking. Every round completes; its aggregate is
+the exact modular sum of the encoded vectors of the devices it reports as included (checked
+against the dumps, which a real server never sees); the dead devices are left out of later
+cohorts. Then a training server is SIGKILLed under running devices, which must exit with
+code 3 and a one-line message. All traffic stays on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("grpc", reason="grpcio is not installed (pip install 'privagg[net]')")
+
+import secagg
+from protocols.net import make_local_pki
+from recsys.data import synthetic_ratings
+from recsys.features import item_features
+from recsys.remote import write_histories
+from recsys.split import leave_last_out
+
+N = 20
+HERE = Path(__file__).parent
+PRIVAGG = [sys.executable, "-m", "analysis.cli"]
+KILLS = {3: (0, "share"), 7: (1, "mask"), 11: (2, "unmask")}
+
+
+def _spawn(args: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=HERE.parent.parent,
+    )
+
+
+def _read_until(proc: subprocess.Popen[str], prefix: str, timeout: float = 90) -> str:
+    end = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while time.monotonic() < end:
+        line = proc.stdout.readline()
+        if line.startswith(prefix):
+            return line.strip()
+        if not line and proc.poll() is not None:
+            break
+    raise AssertionError(f"no line starting with {prefix!r} (exit {proc.poll()})")
+
+
+def _reap(procs: list[subprocess.Popen[str]]) -> dict[int, tuple[str, str]]:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+    return {id(proc): proc.communicate(timeout=60) for proc in procs}
+
+
+def _setup(tmp: Path, n: int = N, rounds: int = 2) -> Path:
+    make_local_pki(tmp / "pki", num_clients=n)
+    ratings = synthetic_ratings(n, 40, seed=3, mean_activity=12, min_activity=6)
+    split = leave_last_out(ratings)
+    write_histories(split.train, tmp / "data")
+    np.save(tmp / "targets.npy", split.targets)
+    np.save(tmp / "features.npy", item_features(ratings))
+    (tmp / "dump").mkdir()
+    config = {
+        "kind": "train",
+        "train": {
+            "rounds": rounds,
+            "epsilon": 8.0,
+            "secagg": "plus",
+            "dropout": 0.15,
+            "seed": 1,
+            "eval_every": 1,
+            "model": {"kind": "popfeat+fcf", "cap": 8, "fcf": {"dim": 3, "active_items": 25}},
+        },
+        "catalog": {"num_items": ratings.num_items, "features": "features.npy"},
+        "evaluation": {"histories": "data/device-{id}.npy", "targets": "targets.npy"},
+        "min_cohort": min(5, n),
+        "listen": "127.0.0.1:0",
+        "tls": {"cert": "pki/server.pem", "key": "pki/server.key"},
+        "registry": "pki/registry.json",
+        "stage_deadline": 3,
+        "join_deadline": 120,
+        "output": "training.json",
+        "ledger": "ledger.sqlite",
+        "model_output": "model.npz",
+        "record_aggregates": True,
+    }
+    path = tmp / "serve.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def _device(tmp: Path, target: str, cid: int) -> subprocess.Popen[str]:
+    pki = tmp / "pki"
+    own = [str(tmp / "dump")]
+    if cid in KILLS:
+        rnd, stage = KILLS[cid]
+        own += ["--pause", str(rnd), stage]
+    client = [
+        "--server",
+        target,
+        "--id",
+        str(cid),
+        "--data",
+        str(tmp / "data" / f"device-{cid}.npy"),
+        "--key",
+        str(pki / f"client-{cid}.key"),
+        "--ca",
+        str(pki / "ca.pem"),
+        "--retry-seconds",
+        "5",
+        "--quiet",
+    ]
+    return _spawn([sys.executable, str(HERE / "training_device.py"), *own, "--", *client])
+
+
+@pytest.mark.slow
+def test_deploy_twenty_processes_train_with_kills(tmp_path: Path) -> None:
+    config = _setup(tmp_path)
+    server = _spawn([*PRIVAGG, "serve", "--config", str(config)])
+    devices: dict[int, subprocess.Popen[str]] = {}
+    start = time.monotonic()
+    try:
+        target = _read_until(server, "listening on").split()[-1]
+        assert target.startswith("127.0.0.1:")
+        devices = {cid: _device(tmp_path, target, cid) for cid in range(N)}
+        for cid in KILLS:  # SIGKILL each paused device at its own stage
+            _read_until(devices[cid], "PAUSED", timeout=120)
+            devices[cid].send_signal(signal.SIGKILL)
+        server.wait(timeout=120)
+    finally:
+        collected = _reap([*devices.values()])
+        server_out = _reap([server])[id(server)]
+    wall = time.monotonic() - start
+    assert server.returncode == 0, server_out
+    result = json.loads((tmp_path / "training.json").read_text())
+    rows = result["rounds"]
+    assert [r["status"] for r in rows] == ["ok"] * 3, rows
+    assert [r["task"] for r in rows] == ["popularity", "fcf", "fcf"]
+    everyone = set(range(N))
+    # the dead are left out of later cohorts; 11 dies while unmasking: still in the sum
+    assert [set(r["cohort"]) for r in rows] == [everyone, everyone - {3}, everyone - {3, 7}]
+    assert [set(r["included"]) for r in rows] == [
+        everyone - {3},
+        everyone - {3, 7},
+        everyone - {3, 7},
+    ]
+    lengths = set()
+    for row in rows:
+        vectors = np.stack(
+            [
+                np.load(tmp_path / "dump" / f"vec-{cid}-{row['round']}.npy")
+                for cid in row["included"]
+            ]
+        )
+        lengths.add(vectors.shape[1])
+        expected = secagg.ring_sum(vectors, result["job"]["bits"])
+        assert row["total"] == [int(v) for v in expected], f"round {row['round']}"
+    assert len(lengths) == 2  # the popularity and the FCF uploads differ in length
+    assert result["secure_noise"] is True
+    releases = result["releases"]
+    assert [r["included"] for r in releases] == [N - 1, N - 2, N - 2]
+    eps = [r["epsilon"] for r in releases]
+    assert all(0 < a < b for a, b in itertools.pairwise(eps)) and eps[-1] <= 8.0 + 1e-9
+    assert result["report_card"]["releases"] == 3
+    model = np.load(tmp_path / "model.npz")
+    assert model["item_factors"].shape == (40, 3) and np.isfinite(model["item_factors"]).all()
+    assert (tmp_path / "ledger.sqlite").exists()
+    for cid, proc in devices.items():
+        if cid in KILLS:
+            assert proc.returncode == -signal.SIGKILL
+        else:
+            assert proc.returncode == 0, (cid, collected[id(proc)])
+            assert "job done" in collected[id(proc)][0]
+    seconds = [r["seconds"] for r in rows]
+    print(f"\nloopback training: 3 rounds, seconds {seconds}, wall {wall:.1f} s, killed 3")
+
+
+@pytest.mark.slow
+def test_deploy_training_server_killed_devices_exit_cleanly(tmp_path: Path) -> None:
+    config = _setup(tmp_path, n=4, rounds=50)
+    server = _spawn([*PRIVAGG, "serve", "--config", str(config)])
+    devices: list[subprocess.Popen[str]] = []
+    try:
+        target = _read_until(server, "listening on").split()[-1]
+        pki = tmp_path / "pki"
+        devices = [
+            _spawn(
+                [
+                    *PRIVAGG,
+                    "client",
+                    "--server",
+                    target,
+                    "--id",
+                    str(cid),
+                    "--data",
+                    str(tmp_path / "data" / f"device-{cid}.npy"),
+                    "--key",
+                    str(pki / f"client-{cid}.key"),
+                    "--ca",
+                    str(pki / "ca.pem"),
+                    "--retry-seconds",
+                    "2",
+                    "--quiet",
+                ]
+            )
+            for cid in range(4)
+        ]
+        _read_until(server, "round 2 (", timeout=90)
+        server.send_signal(signal.SIGKILL)
+        server.wait(timeout=10)
+        for proc in devices:
+            proc.wait(timeout=60)
+    finally:
+        collected = _reap(devices)
+        _reap([server])
+    for proc in devices:
+        err = collected[id(proc)][1]
+        assert proc.returncode == 3, err
+        assert "lost the aggregation server at 127.0.0.1:" in err
+        assert len(err.strip().splitlines()) == 1
