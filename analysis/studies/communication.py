@@ -17,8 +17,7 @@ Goal (issue 10): the same HR@10 as the default (within one standard error) with 
 total bytes. Writes ``runs.csv``, ``summary.csv``, ``stages.csv``, ``communication.png`` and
 ``report_communication.md``.
 
-Run: ``nice -n 10 python -m analysis.studies.communication
---out docs/results/efficiency/communication``.
+Run: ``privagg study communication``.
 """
 
 from __future__ import annotations
@@ -408,8 +407,7 @@ def _report(
         "DP on 943 users it lowered HR@10 (research notes, recsys_levers.md), so it is not "
         "offered as a byte-saving option.",
         "",
-        "Regenerate: `nice -n 10 python -m analysis.studies.communication --out "
-        "docs/results/efficiency/communication`.",
+        "Regenerate: `privagg study communication` (all four: `privagg study all`).",
     ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 

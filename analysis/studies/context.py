@@ -24,7 +24,7 @@ context-derived may be uploaded).
 
 Writes ``runs.csv``, ``summary.csv``, ``context.png`` and ``report_context.md``.
 
-Run: ``nice -n 10 python -m analysis.studies.context --out docs/results/efficiency/context``.
+Run: ``privagg study context``.
 """
 
 from __future__ import annotations
@@ -255,8 +255,7 @@ def _report(
         "turn demographics into a prior (e.g. popularity per age group) would have to be "
         "computed from context-derived uploads, which the design forbids.",
         "",
-        "Regenerate: `nice -n 10 python -m analysis.studies.context --out "
-        "docs/results/efficiency/context`.",
+        "Regenerate: `privagg study context` (all four: `privagg study all`).",
     ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 

@@ -17,7 +17,7 @@ Two parts:
 
 Writes ``simulation.csv``, ``training.csv``, ``devices.png`` and ``report_devices.md``.
 
-Run: ``nice -n 10 python -m analysis.studies.devices --out docs/results/efficiency/devices``.
+Run: ``privagg study devices``.
 """
 
 from __future__ import annotations
@@ -325,8 +325,7 @@ def _report(
         "cost time and SecAgg bytes (a denser SecAgg+ graph for a higher planned loss) "
         "rather than accuracy.",
         "",
-        "Regenerate: `nice -n 10 python -m analysis.studies.devices --out "
-        "docs/results/efficiency/devices`.",
+        "Regenerate: `privagg study devices` (all four: `privagg study all`).",
     ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 

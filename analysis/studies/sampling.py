@@ -24,7 +24,7 @@ Writes ``curves.csv`` (every evaluation), ``rounds_to_target.csv`` (one row per 
 ``summary.csv`` (per cell and sampler), ``clusters.csv`` (per-cluster HR@10 at the end),
 ``sampling.png`` and ``report_sampling.md`` into ``out_dir``.
 
-Run: ``nice -n 10 python -m analysis.studies.sampling --out docs/results/efficiency/sampling``.
+Run: ``privagg study sampling``.
 """
 
 from __future__ import annotations
@@ -456,8 +456,9 @@ def _report(
     lines = [
         "## Active (stratified) vs uniform cohort sampling: rounds to target at equal ε",
         "",
-        "Regenerate: `nice -n 10 python -m analysis.studies.sampling --out "
-        "docs/results/efficiency/sampling`" + (" (this is a --quick run)" if quick else "") + ".",
+        "Regenerate: `privagg study sampling` (all four: `privagg study all`)"
+        + (" (this is a --quick run)" if quick else "")
+        + ".",
         "",
         "Setup: model `fcf` (d = 8, Adam, clip 1), Poisson cohorts "
         + ", ".join(f"{p.name}: C = {p.cohort}, R = {p.rounds} rounds" for p in pops)

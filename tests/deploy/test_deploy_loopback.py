@@ -16,7 +16,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,45 +23,15 @@ import pytest
 
 grpc = pytest.importorskip("grpc", reason="grpcio is not installed (pip install 'privagg[net]')")
 
+from processes import PRIVAGG, read_until, reap, spawn
+
 import secagg
 from protocols.net import make_local_pki
 
 N, T, D, ROUNDS = 20, 11, 32, 3
 HERE = Path(__file__).parent
-PRIVAGG = [sys.executable, "-m", "analysis.cli"]
 KILLS = {3: (0, "share"), 7: (0, "mask"), 11: (1, "unmask")}
 GARBAGE, OVERSIZED = 5, 9
-
-
-def _spawn(args: list[str], **kw: object) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        args,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=HERE.parent.parent,
-        **kw,  # type: ignore[arg-type]
-    )
-
-
-def _read_until(proc: subprocess.Popen[str], prefix: str, timeout: float = 60) -> str:
-    end = time.monotonic() + timeout
-    assert proc.stdout is not None
-    while time.monotonic() < end:
-        line = proc.stdout.readline()
-        if line.startswith(prefix):
-            return line.strip()
-        if not line and proc.poll() is not None:
-            break
-    raise AssertionError(f"no line starting with {prefix!r} (exit {proc.poll()})")
-
-
-def _reap(procs: list[subprocess.Popen[str]]) -> dict[int, tuple[str, str]]:
-    """Kill whatever still runs and collect every output (closing the pipes)."""
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-    return {id(proc): proc.communicate(timeout=60) for proc in procs}
 
 
 def _write_config(tmp: Path, rounds: int, deadline: float, n: int = N, t: int = T) -> Path:
@@ -98,7 +67,7 @@ def _device(tmp: Path, target: str, cid: int) -> subprocess.Popen[str]:
     data = str(tmp / f"data-{cid}.npy")
     if cid in KILLS:
         rnd, stage = KILLS[cid]
-        return _spawn(
+        return spawn(
             [
                 sys.executable,
                 str(HERE / "faulty_device.py"),
@@ -110,11 +79,11 @@ def _device(tmp: Path, target: str, cid: int) -> subprocess.Popen[str]:
             ]
         )
     if cid == GARBAGE:
-        return _spawn(
+        return spawn(
             [sys.executable, str(HERE / "faulty_device.py"), *common, data, "garbage", "0", "mask"]
         )
     if cid == OVERSIZED:
-        return _spawn(
+        return spawn(
             [
                 sys.executable,
                 str(HERE / "faulty_device.py"),
@@ -125,7 +94,7 @@ def _device(tmp: Path, target: str, cid: int) -> subprocess.Popen[str]:
                 "share",
             ]
         )
-    return _spawn(
+    return spawn(
         [
             *PRIVAGG,
             "client",
@@ -152,10 +121,10 @@ def _device(tmp: Path, target: str, cid: int) -> subprocess.Popen[str]:
 def test_deploy_twenty_processes_with_kills_garbage_and_oversized(deployment: Path) -> None:
     tmp = deployment
     config = _write_config(tmp, ROUNDS, deadline=3.0)
-    server = _spawn([*PRIVAGG, "serve", "--config", str(config)])
+    server = spawn([*PRIVAGG, "serve", "--config", str(config)])
     devices: dict[int, subprocess.Popen[str]] = {}
     try:
-        target = _read_until(server, "listening on").split()[-1]
+        target = read_until(server, "listening on").split()[-1]
         assert target.startswith("127.0.0.1:")
         devices = {cid: _device(tmp, target, cid) for cid in range(N)}
         # an unauthenticated stranger: garbage and a forged request are refused up front
@@ -168,13 +137,13 @@ def test_deploy_twenty_processes_with_kills_garbage_and_oversized(deployment: Pa
         assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
         channel.close()
         for cid in KILLS:  # SIGKILL each paused device at its own stage
-            _read_until(devices[cid], "PAUSED", timeout=90)
+            read_until(devices[cid], "PAUSED", timeout=90)
             devices[cid].send_signal(signal.SIGKILL)
         server.wait(timeout=120)
         assert server.returncode == 0
     finally:
-        collected = _reap([*devices.values()])
-        _reap([server])
+        collected = reap([*devices.values()])
+        reap([server])
     outputs = {cid: collected[id(proc)] for cid, proc in devices.items()}
     result = json.loads((tmp / "aggregates.json").read_text())
     data = np.load(tmp / "all.npy")
@@ -212,14 +181,12 @@ def test_deploy_twenty_processes_with_kills_garbage_and_oversized(deployment: Pa
 def test_deploy_server_killed_clients_exit_cleanly(deployment: Path) -> None:
     tmp = deployment
     config = _write_config(tmp, 1000, deadline=30.0, n=4, t=3)
-    server = _spawn(
-        [*PRIVAGG, "serve", "--config", str(config), "--output", str(tmp / "long.json")]
-    )
+    server = spawn([*PRIVAGG, "serve", "--config", str(config), "--output", str(tmp / "long.json")])
     devices: list[subprocess.Popen[str]] = []
     try:
-        target = _read_until(server, "listening on").split()[-1]
+        target = read_until(server, "listening on").split()[-1]
         devices = [
-            _spawn(
+            spawn(
                 [
                     *PRIVAGG,
                     "client",
@@ -239,14 +206,14 @@ def test_deploy_server_killed_clients_exit_cleanly(deployment: Path) -> None:
             )
             for cid in range(4)
         ]
-        _read_until(server, "round 1:", timeout=90)
+        read_until(server, "round 1:", timeout=90)
         server.send_signal(signal.SIGKILL)
         server.wait(timeout=10)
         for proc in devices:
             proc.wait(timeout=60)
     finally:
-        collected = _reap(devices)
-        _reap([server])
+        collected = reap(devices)
+        reap([server])
     for proc in devices:
         err = collected[id(proc)][1]
         assert proc.returncode == 3, err

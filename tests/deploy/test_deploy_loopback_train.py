@@ -27,6 +27,8 @@ import pytest
 
 pytest.importorskip("grpc", reason="grpcio is not installed (pip install 'privagg[net]')")
 
+from processes import PRIVAGG, read_until, reap, spawn
+
 import secagg
 from protocols.net import make_local_pki
 from recsys.data import synthetic_ratings
@@ -36,37 +38,7 @@ from recsys.split import leave_last_out
 
 N = 20
 HERE = Path(__file__).parent
-PRIVAGG = [sys.executable, "-m", "analysis.cli"]
 KILLS = {3: (0, "share"), 7: (1, "mask"), 11: (2, "unmask")}
-
-
-def _spawn(args: list[str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        args,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=HERE.parent.parent,
-    )
-
-
-def _read_until(proc: subprocess.Popen[str], prefix: str, timeout: float = 90) -> str:
-    end = time.monotonic() + timeout
-    assert proc.stdout is not None
-    while time.monotonic() < end:
-        line = proc.stdout.readline()
-        if line.startswith(prefix):
-            return line.strip()
-        if not line and proc.poll() is not None:
-            break
-    raise AssertionError(f"no line starting with {prefix!r} (exit {proc.poll()})")
-
-
-def _reap(procs: list[subprocess.Popen[str]]) -> dict[int, tuple[str, str]]:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-    return {id(proc): proc.communicate(timeout=60) for proc in procs}
 
 
 def _setup(tmp: Path, n: int = N, rounds: int = 2) -> Path:
@@ -127,26 +99,26 @@ def _device(tmp: Path, target: str, cid: int) -> subprocess.Popen[str]:
         "5",
         "--quiet",
     ]
-    return _spawn([sys.executable, str(HERE / "training_device.py"), *own, "--", *client])
+    return spawn([sys.executable, str(HERE / "training_device.py"), *own, "--", *client])
 
 
 @pytest.mark.slow
 def test_deploy_twenty_processes_train_with_kills(tmp_path: Path) -> None:
     config = _setup(tmp_path)
-    server = _spawn([*PRIVAGG, "serve", "--config", str(config)])
+    server = spawn([*PRIVAGG, "serve", "--config", str(config)])
     devices: dict[int, subprocess.Popen[str]] = {}
     start = time.monotonic()
     try:
-        target = _read_until(server, "listening on").split()[-1]
+        target = read_until(server, "listening on", timeout=90).split()[-1]
         assert target.startswith("127.0.0.1:")
         devices = {cid: _device(tmp_path, target, cid) for cid in range(N)}
         for cid in KILLS:  # SIGKILL each paused device at its own stage
-            _read_until(devices[cid], "PAUSED", timeout=120)
+            read_until(devices[cid], "PAUSED", timeout=120)
             devices[cid].send_signal(signal.SIGKILL)
         server.wait(timeout=120)
     finally:
-        collected = _reap([*devices.values()])
-        server_out = _reap([server])[id(server)]
+        collected = reap([*devices.values()])
+        server_out = reap([server])[id(server)]
     wall = time.monotonic() - start
     assert server.returncode == 0, server_out
     result = json.loads((tmp_path / "training.json").read_text())
@@ -195,13 +167,13 @@ def test_deploy_twenty_processes_train_with_kills(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_deploy_training_server_killed_devices_exit_cleanly(tmp_path: Path) -> None:
     config = _setup(tmp_path, n=4, rounds=50)
-    server = _spawn([*PRIVAGG, "serve", "--config", str(config)])
+    server = spawn([*PRIVAGG, "serve", "--config", str(config)])
     devices: list[subprocess.Popen[str]] = []
     try:
-        target = _read_until(server, "listening on").split()[-1]
+        target = read_until(server, "listening on", timeout=90).split()[-1]
         pki = tmp_path / "pki"
         devices = [
-            _spawn(
+            spawn(
                 [
                     *PRIVAGG,
                     "client",
@@ -222,14 +194,14 @@ def test_deploy_training_server_killed_devices_exit_cleanly(tmp_path: Path) -> N
             )
             for cid in range(4)
         ]
-        _read_until(server, "round 2 (", timeout=90)
+        read_until(server, "round 2 (", timeout=90)
         server.send_signal(signal.SIGKILL)
         server.wait(timeout=10)
         for proc in devices:
             proc.wait(timeout=60)
     finally:
-        collected = _reap(devices)
-        _reap([server])
+        collected = reap(devices)
+        reap([server])
     for proc in devices:
         err = collected[id(proc)][1]
         assert proc.returncode == 3, err
