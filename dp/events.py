@@ -223,6 +223,18 @@ class DiscreteLaplaceEvent(PrivacyEvent):
         _require(self.scale >= 0, "scale must be >= 0")
 
 
+def _check_secure_sum(event: DistributedDiscreteGaussianEvent | DistributedSkellamEvent) -> None:
+    """The checks both distributed (secure-sum) events share."""
+    _require(event.l2_sensitivity >= 0, "l2_sensitivity must be >= 0")
+    _require(event.l1_sensitivity >= 0, "l1_sensitivity must be >= 0")
+    _require(event.dimension >= 1, "dimension must be >= 1")
+    _require(event.min_contributors >= 1, "min_contributors must be >= 1")
+    _require(
+        event.expected_contributors >= event.min_contributors,
+        "expected_contributors must be >= min_contributors",
+    )
+
+
 @_register
 @dataclass(frozen=True)
 class DistributedDiscreteGaussianEvent(PrivacyEvent):
@@ -244,15 +256,8 @@ class DistributedDiscreteGaussianEvent(PrivacyEvent):
     quantization: QuantizationInfo | None = None
 
     def _check(self) -> None:
-        _require(self.l2_sensitivity >= 0, "l2_sensitivity must be >= 0")
-        _require(self.l1_sensitivity >= 0, "l1_sensitivity must be >= 0")
         _require(self.local_sigma >= 0, "local_sigma must be >= 0")
-        _require(self.dimension >= 1, "dimension must be >= 1")
-        _require(self.min_contributors >= 1, "min_contributors must be >= 1")
-        _require(
-            self.expected_contributors >= self.min_contributors,
-            "expected_contributors must be >= min_contributors",
-        )
+        _check_secure_sum(self)
 
 
 @_register
@@ -276,15 +281,8 @@ class DistributedSkellamEvent(PrivacyEvent):
     quantization: QuantizationInfo | None = None
 
     def _check(self) -> None:
-        _require(self.l2_sensitivity >= 0, "l2_sensitivity must be >= 0")
-        _require(self.l1_sensitivity >= 0, "l1_sensitivity must be >= 0")
         _require(self.local_variance >= 0, "local_variance must be >= 0")
-        _require(self.dimension >= 1, "dimension must be >= 1")
-        _require(self.min_contributors >= 1, "min_contributors must be >= 1")
-        _require(
-            self.expected_contributors >= self.min_contributors,
-            "expected_contributors must be >= min_contributors",
-        )
+        _check_secure_sum(self)
 
 
 @_register

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -42,3 +43,24 @@ def reap(procs: list[subprocess.Popen[str]]) -> dict[int, tuple[str, str]]:
         if proc.poll() is None:
             proc.kill()
     return {id(proc): proc.communicate(timeout=60) for proc in procs}
+
+
+def kill_server_and_expect_clean_exits(
+    server: subprocess.Popen[str], devices: list[subprocess.Popen[str]], after: str
+) -> None:
+    """SIGKILL ``server`` once it printed a line starting with ``after``; every device must
+    then exit with code 3 and one line naming the lost server."""
+    try:
+        read_until(server, after, timeout=90)
+        server.send_signal(signal.SIGKILL)
+        server.wait(timeout=10)
+        for proc in devices:
+            proc.wait(timeout=60)
+    finally:
+        collected = reap(devices)
+        reap([server])
+    for proc in devices:
+        err = collected[id(proc)][1]
+        assert proc.returncode == 3, err
+        assert "lost the aggregation server at 127.0.0.1:" in err
+        assert len(err.strip().splitlines()) == 1
