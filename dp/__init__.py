@@ -34,6 +34,7 @@ from dp.events import (
     DiscreteGaussianEvent,
     DiscreteLaplaceEvent,
     DistributedDiscreteGaussianEvent,
+    DistributedSkellamCountsEvent,
     DistributedSkellamEvent,
     GaussianEvent,
     NonPrivateEvent,
@@ -47,7 +48,7 @@ from dp.events import (
     event_from_json,
 )
 from dp.mechanisms import discrete_laplace_mechanism
-from dp.planning import DistributedDPPlan, plan_distributed_dp
+from dp.planning import DistributedDPPlan, plan_distributed_counts, plan_distributed_dp
 from dp.rng import NoiseRng, NonSecureRandomnessWarning, SecureRng, SimulationRng
 from dp.samplers import (
     bernoulli,
@@ -69,6 +70,7 @@ __all__ = [
     "DiscreteLaplaceEvent",
     "DistributedDPPlan",
     "DistributedDiscreteGaussianEvent",
+    "DistributedSkellamCountsEvent",
     "DistributedSkellamEvent",
     "EncodeReport",
     "EncodedUpdate",
@@ -107,6 +109,7 @@ __all__ = [
     "event_from_dict",
     "event_from_json",
     "l2_norm",
+    "plan_distributed_counts",
     "plan_distributed_dp",
     "poisson",
     "rational_at_least",

@@ -16,6 +16,7 @@ from dp.accounting.auto import AutoAccountant
 from dp.accounting.base import Accountant, EpsilonBracket
 from dp.accounting.pld import PldAccountant
 from dp.accounting.rdp import RdpAccountant
+from dp.accounting.skellam_pld import SkellamPldAccountant
 from dp.errors import DPValueError
 from dp.events import GaussianEvent, PoissonSampledEvent, PrivacyEvent
 
@@ -23,6 +24,7 @@ BACKENDS: dict[str, Callable[[], Accountant]] = {
     "pld": PldAccountant,
     "rdp": RdpAccountant,
     "auto": AutoAccountant,
+    "skellam-pld": SkellamPldAccountant,
 }
 MAX_NOISE_MULTIPLIER = 1e6
 _RELATIVE_XTOL = 1e-4

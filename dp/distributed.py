@@ -10,6 +10,11 @@ Server (:func:`decode`): centred lift of the aggregate into [−2^(b−1), 2^(b�
 inverse rotation → drop the padding. It reports the noise actually present (survivors ×
 share) and, by default, refuses an aggregate with fewer shares than the plan's minimum.
 
+A *counts* plan (:func:`dp.planning.plan_distributed_counts`) skips clipping, rotation and
+rounding: each contribution must already be a 0/1 vector with at most ``max_ones`` ones
+(anything else is refused, never clipped into shape), gets its Skellam share and is reduced
+mod 2^b; decoding is the centred lift alone.
+
 Only plain integer numpy arrays (``uint32`` for b ≤ 32, else ``uint64``; values in
 [0, 2^b)) cross the boundary, so any
 modular sum — a test's ``np.sum(...) % 2**b`` or ``protocols.run_secagg`` — can sit between.
@@ -194,6 +199,21 @@ class PresampledNoise:
         raise TypeError("PresampledNoise is single-use and cannot be copied")
 
 
+def _count_rows(matrix: FloatArray, plan: DistributedDPPlan) -> IntArray:
+    """The 0/1 rows of a counts plan as int64, or a :class:`DPValueError` naming the
+    problem (a value other than 0 or 1, or more ones than the plan's sensitivity allows)."""
+    ones = matrix == 1.0
+    if not np.all(ones | (matrix == 0.0)):
+        raise DPValueError("a counts contribution may hold only 0 and 1")
+    most = int(ones.sum(axis=-1).max()) if matrix.size else 0
+    if plan.max_ones is None or most > plan.max_ones:
+        raise DPValueError(
+            f"a counts contribution holds {most} ones, the plan allows {plan.max_ones}"
+        )
+    counts: IntArray = ones.astype(np.int64)
+    return counts
+
+
 def _noise_key(plan: DistributedDPPlan) -> tuple[str, int, Fraction]:
     return (plan.mechanism, plan.padded_dimension, plan.local_variance)
 
@@ -217,16 +237,27 @@ def encode_with_report(
     if isinstance(max_rounding_attempts, bool) or max_rounding_attempts < 1:
         raise DPValueError("max_rounding_attempts must be a positive int")
     noise_rng = default_rng(rng)
-    clipped = clip_l2(update, plan.clip_norm)
-    flat = clipped.values.ravel()
-    if flat.size != plan.dimension:
-        raise DPValueError(f"update has {flat.size} elements, the plan expects {plan.dimension}")
-    padded = np.zeros(plan.padded_dimension, dtype=np.float64)
-    padded[: plan.dimension] = flat
-    scaled = rotate(padded, rotation_seed, 1.0 / plan.gamma)
-    rounded, attempts, fallback = conditional_round(
-        scaled, plan.l2_bound_sq, noise_rng, max_rounding_attempts
-    )
+    if plan.encoding == "counts":
+        flat = as_float_update(update).ravel()
+        if flat.size != plan.dimension:
+            raise DPValueError(
+                f"update has {flat.size} elements, the plan expects {plan.dimension}"
+            )
+        rounded, attempts, fallback, was_clipped = _count_rows(flat, plan), 0, False, False
+    else:
+        clipped = clip_l2(update, plan.clip_norm)
+        flat = clipped.values.ravel()
+        if flat.size != plan.dimension:
+            raise DPValueError(
+                f"update has {flat.size} elements, the plan expects {plan.dimension}"
+            )
+        padded = np.zeros(plan.padded_dimension, dtype=np.float64)
+        padded[: plan.dimension] = flat
+        scaled = rotate(padded, rotation_seed, 1.0 / plan.gamma)
+        rounded, attempts, fallback = conditional_round(
+            scaled, plan.l2_bound_sq, noise_rng, max_rounding_attempts
+        )
+        was_clipped = clipped.clipped
     if noise is None:
         noisy = rounded + noise_share(plan, noise_rng)
         secure = noise_rng.secure
@@ -236,7 +267,7 @@ def encode_with_report(
     # Two's complement: masking the low b bits of an int64 is the reduction mod 2^b.
     ring = np.bitwise_and(noisy, plan.modulus - 1, out=noisy).astype(ring_dtype(plan.bits))
     report = EncodeReport(
-        clipped=clipped.clipped,
+        clipped=was_clipped,
         rounding_attempts=attempts,
         rounding_fallback=fallback,
         squared_norm=_squared_norm(rounded),
@@ -316,6 +347,26 @@ def conditional_round_rows(
     return out, attempts, fallback
 
 
+def _rotate_and_round(
+    matrix: FloatArray,
+    plan: DistributedDPPlan,
+    rotation_seed: int | bytes,
+    rng: NoiseRng,
+    max_rounding_attempts: int,
+) -> IntArray:
+    """Clip, pad, rotate and conditionally round every row (the float encodings)."""
+    n = matrix.shape[0]
+    padded = np.zeros((n, plan.padded_dimension), dtype=np.float64)
+    # clip_l2 per row: its exact-norm guarantee (a margin over the rounding error of the
+    # norm) is the reason to reuse it rather than re-derive a batched variant; one norm
+    # and one scale per row is cheap next to the rotation and the noise.
+    for i in range(n):
+        padded[i, : plan.dimension] = clip_l2(matrix[i], plan.clip_norm).values
+    scaled = rotate(padded, rotation_seed, 1.0 / plan.gamma)
+    rounded, _, _ = conditional_round_rows(scaled, plan.l2_bound_sq, rng, max_rounding_attempts)
+    return rounded
+
+
 def encode_many(
     updates: object,
     plan: DistributedDPPlan,
@@ -345,16 +396,10 @@ def encode_many(
     event = plan.event(secure=noise_rng.secure)
     if n == 0:
         return np.zeros((0, plan.padded_dimension), dtype=ring_dtype(plan.bits)), event
-    padded = np.zeros((n, plan.padded_dimension), dtype=np.float64)
-    # clip_l2 per row: its exact-norm guarantee (a margin over the rounding error of the
-    # norm) is the reason to reuse it rather than re-derive a batched variant; one norm
-    # and one scale per row is cheap next to the rotation and the noise.
-    for i in range(n):
-        padded[i, : plan.dimension] = clip_l2(matrix[i], plan.clip_norm).values
-    scaled = rotate(padded, rotation_seed, 1.0 / plan.gamma)
-    rounded, _, _ = conditional_round_rows(
-        scaled, plan.l2_bound_sq, noise_rng, max_rounding_attempts
-    )
+    if plan.encoding == "counts":
+        rounded = _count_rows(matrix, plan)
+    else:
+        rounded = _rotate_and_round(matrix, plan, rotation_seed, noise_rng, max_rounding_attempts)
     if plan.local_variance != 0:
         size = n * plan.padded_dimension
         if plan.mechanism == "ddg":
@@ -405,7 +450,10 @@ def decode(
             f"{plan.min_contributors}; do not release it"
         )
     lifted = _lift(aggregate, plan)
-    unrotated = inverse_rotate(lifted.astype(np.float64) * plan.gamma, rotation_seed)
+    if plan.encoding == "counts":
+        unrotated = lifted.astype(np.float64)
+    else:
+        unrotated = inverse_rotate(lifted.astype(np.float64) * plan.gamma, rotation_seed)
     half = plan.modulus // 2
     headroom = float(np.max(np.abs(lifted))) / half if lifted.size else 0.0
     report = DecodeReport(

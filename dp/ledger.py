@@ -48,6 +48,7 @@ from dp.errors import DPValueError, LedgerError
 from dp.events import (
     ComposedEvent,
     DistributedDiscreteGaussianEvent,
+    DistributedSkellamCountsEvent,
     DistributedSkellamEvent,
     NoOpEvent,
     PoissonSampledEvent,
@@ -139,7 +140,10 @@ def charged_event(event: PrivacyEvent, status: str, survivors: int | None) -> Pr
 
 
 def _cap_contributors(event: PrivacyEvent, survivors: int) -> PrivacyEvent:
-    if isinstance(event, DistributedDiscreteGaussianEvent | DistributedSkellamEvent):
+    if isinstance(
+        event,
+        DistributedDiscreteGaussianEvent | DistributedSkellamEvent | DistributedSkellamCountsEvent,
+    ):
         if survivors < event.min_contributors:
             return dataclasses.replace(event, min_contributors=max(survivors, 1))
         return event
@@ -163,7 +167,7 @@ def _noise_levels(event: PrivacyEvent) -> list[dict[str, Any]]:
                 "central_std": math.sqrt(event.min_contributors) * event.local_sigma,
             }
         )
-    elif isinstance(event, DistributedSkellamEvent):
+    elif isinstance(event, DistributedSkellamEvent | DistributedSkellamCountsEvent):
         out.append(
             {
                 "mechanism": event.type_name,
@@ -762,11 +766,12 @@ def _verify_accounting(
 ) -> None:
     from dp.accounting.pld import PldAccountant
     from dp.accounting.rdp import RdpAccountant
+    from dp.accounting.skellam_pld import SkellamPldAccountant
 
     replay = make_accountant(meta.backend)
-    other_pld = PldAccountant()
+    # independent certified lower ends: Gaussian PLD, or exact Skellam PLD for count releases
+    lower_backends: list[Accountant] = [PldAccountant(), SkellamPldAccountant()]
     other_rdp = RdpAccountant()
-    pld_ok = True
     budget = BudgetFilter(meta.policy)
     order = meta.policy.filter_order()
     user_rdp: dict[str, float] = {}
@@ -780,12 +785,12 @@ def _verify_accounting(
         replay.compose(e.charged)
         if cross_check:
             other_rdp.compose(e.charged)
-            if pld_ok and other_pld.supports(e.charged):
-                other_pld.compose(e.charged)
-            else:
-                pld_ok = False
+            lower_backends = [b for b in lower_backends if b.supports(e.charged)]
+            for backend in lower_backends:
+                backend.compose(e.charged)
         if every_row or position == len(entries) - 1:
-            _check_row(e, replay, other_rdp, other_pld if pld_ok else None, report, meta, rtol)
+            other_lower = lower_backends[0] if cross_check and lower_backends else None
+            _check_row(e, replay, other_rdp, other_lower, report, meta, rtol)
         if e.below_plan:
             report.warnings.append(
                 f"round {e.round_index}: realized noise below plan ({e.survivors} survivors < "
@@ -861,7 +866,7 @@ def _check_row(
         )
     if (
         upper_ind is not None
-        and e.backend == "pld"
+        and e.backend in ("pld", "skellam-pld")
         and e.cumulative_epsilon > upper_ind * (1 + 1e-6) + 1e-6
     ):
         report.warnings.append(

@@ -23,6 +23,13 @@ N_Z(0, s²) is s²-subgaussian (Canonne et al. 2020) and Skellam with variance �
 the padded dimension (union bound), gives the reported probability. The rounding term
 treats rounding as independent; conditional rounding's resampling (rare, probability
 ≲ β) is ignored there.
+
+**Integer counts** (:func:`plan_distributed_counts`). When every contribution already is a
+0/1 vector with at most m ones (e.g. capped popularity), there is nothing to rotate or
+round: the counts are summed as they are under symmetric Skellam shares, whose sum is again
+an exact symmetric Skellam. The event (:class:`~dp.events.DistributedSkellamCountsEvent`)
+then has an exact privacy loss (m unit shifts) instead of the rotated path's RDP bound and
+sensitivity inflation; the wrap bound is the Skellam Chernoff tail beyond 2^(b−1) − n_max.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from typing import Literal
 from dp.errors import DPValueError, PlanningError
 from dp.events import (
     DistributedDiscreteGaussianEvent,
+    DistributedSkellamCountsEvent,
     DistributedSkellamEvent,
     NonPrivateEvent,
     PoissonSampledEvent,
@@ -47,13 +55,17 @@ from dp.samplers import float_at_most, rational_at_least, sqrt_at_most
 __all__ = [
     "DEFAULT_BETA",
     "DistributedDPPlan",
+    "Encoding",
     "Mechanism",
+    "counts_wrap_probability_bound",
     "kairouz_l2_bound",
+    "plan_distributed_counts",
     "plan_distributed_dp",
     "wrap_probability_bound",
 ]
 
 Mechanism = Literal["ddg", "skellam"]
+Encoding = Literal["rotated", "counts"]
 DEFAULT_BETA = math.exp(-0.5)
 _MAX_BITS = 62  # integer intermediate values must fit in int64
 _MAX_SQUARED_NORM = 2**62
@@ -86,6 +98,12 @@ class DistributedDPPlan:
     wrap_probability: float
     l2_inflation: float
     sampling_probability: float | None = None
+    encoding: Encoding = "rotated"
+
+    @property
+    def max_ones(self) -> int | None:
+        """For a counts plan, the most ones one contribution may hold (else ``None``)."""
+        return self.l2_bound_sq if self.encoding == "counts" else None
 
     @property
     def modulus(self) -> int:
@@ -105,11 +123,27 @@ class DistributedDPPlan:
 
     def quantization_error_bound(self, num_contributors: int) -> float:
         """Worst-case L2 distance between the decoded noiseless sum and the clipped float
-        sum: every rounding error is below 1 in each of the padded coordinates."""
+        sum: every rounding error is below 1 in each of the padded coordinates (counts are
+        not rounded at all)."""
+        if self.encoding == "counts":
+            return 0.0
         return self.gamma * num_contributors * math.sqrt(self.padded_dimension)
 
     def summary(self) -> str:
         """A human-readable account of the plan (what to check before training)."""
+        if self.encoding == "counts":
+            return "\n".join(
+                [
+                    f"distributed SKELLAM on integer counts: d={self.dimension}, ring "
+                    f"2^{self.bits}, at most {self.l2_bound_sq} ones per contribution",
+                    f"contributors: min {self.min_contributors}, expected "
+                    f"{self.expected_contributors}, ring sized for {self.max_contributors}",
+                    f"noise multiplier z={self.noise_multiplier:g} on L2 sensitivity "
+                    f"{self.l2_sensitivity:.6g} (no rotation, no rounding, no inflation)",
+                    f"per-client noise variance {float(self.local_variance):.6g}",
+                    f"wrap-around probability <= {self.wrap_probability:.3g} per round",
+                ]
+            )
         return "\n".join(
             [
                 f"distributed {self.mechanism.upper()}: d={self.dimension} "
@@ -131,6 +165,19 @@ class DistributedDPPlan:
         """The privacy event of one round run with this plan (a pure function of the plan)."""
         if self.local_variance == 0:
             return NonPrivateEvent()
+        inner: PrivacyEvent
+        if self.encoding == "counts":
+            inner = DistributedSkellamCountsEvent(
+                max_ones=self.l2_bound_sq,
+                local_variance=float_at_most(self.local_variance),
+                dimension=self.dimension,
+                min_contributors=self.min_contributors,
+                expected_contributors=self.expected_contributors,
+                secure=secure,
+            )
+            if self.sampling_probability is not None:
+                return PoissonSampledEvent(self.sampling_probability, inner)
+            return inner
         quant = QuantizationInfo(
             clip_norm=self.clip_norm,
             gamma=self.gamma,
@@ -139,7 +186,6 @@ class DistributedDPPlan:
             rotation="hadamard",
             padded_dimension=self.padded_dimension,
         )
-        inner: PrivacyEvent
         if self.mechanism == "ddg":
             inner = DistributedDiscreteGaussianEvent(
                 l2_sensitivity=self.l2_sensitivity,
@@ -203,7 +249,22 @@ def wrap_probability_bound(
         subgaussian += noise_variance
     else:
         skellam_var = noise_variance
-    half = float(1 << (bits - 1))
+    return _chernoff_union(padded_dim, float(1 << (bits - 1)), subgaussian, skellam_var)
+
+
+def counts_wrap_probability_bound(
+    *, dimension: int, max_contributors: int, noise_variance: float, bits: int
+) -> float:
+    """P(some coordinate of a counts sum leaves the centred ring): the counts lie in
+    [0, n_max], so only a Skellam excursion beyond 2^(b−1) − n_max can wrap."""
+    room = float(1 << (bits - 1)) - max_contributors
+    if room <= 0:
+        return 1.0
+    return _chernoff_union(dimension, room, 0.0, noise_variance)
+
+
+def _chernoff_union(dimension: int, half: float, subgaussian: float, skellam_var: float) -> float:
+    """2·d·min_θ exp(−θ·half + log-mgf(θ)) for a variance proxy plus a Skellam variance."""
 
     def log_tail(theta: float) -> float:
         value = -theta * half + subgaussian * theta * theta / 2.0
@@ -222,7 +283,7 @@ def wrap_probability_bound(
         else:
             lo = a
     best = min(log_tail(math.exp(lo)), log_tail(math.exp(hi)), 0.0)
-    return min(1.0, 2.0 * padded_dim * math.exp(best))
+    return min(1.0, 2.0 * dimension * math.exp(best))
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
@@ -360,4 +421,79 @@ def plan_distributed_dp(
         wrap_probability=wrap(gamma),
         l2_inflation=inflation,
         sampling_probability=sampling_probability,
+    )
+
+
+def plan_distributed_counts(
+    *,
+    dimension: int,
+    max_ones: int,
+    expected_contributors: int,
+    min_contributors: int,
+    noise_multiplier: float,
+    bits: int,
+    wrap_target: float = 1e-9,
+    max_contributors: int | None = None,
+    sampling_probability: float | None = None,
+    max_denominator: int = 1 << 20,
+) -> DistributedDPPlan:
+    """Plan a distributed Skellam release of integer counts, or refuse.
+
+    Every contribution must be a 0/1 vector of length ``dimension`` with at most
+    ``max_ones`` ones (the encoder checks it). The central noise is Skellam of variance
+    (z·√max_ones)² per coordinate, split into rational shares (rounded up) over
+    ``min_contributors``; raises :class:`~dp.errors.PlanningError` when ``bits`` cannot
+    hold ``max_contributors`` full counts plus the noise with probability ≥ 1 − wrap_target.
+    """
+    d = _check_int("dimension", dimension, 1)
+    m = _check_int("max_ones", max_ones, 1)
+    n_exp = _check_int("expected_contributors", expected_contributors, 1)
+    n_min = _check_int("min_contributors", min_contributors, 1)
+    n_max = (
+        n_exp if max_contributors is None else _check_int("max_contributors", max_contributors, 1)
+    )
+    if not n_min <= n_exp <= n_max:
+        raise DPValueError("need min_contributors <= expected_contributors <= max_contributors")
+    z = _check_float("noise_multiplier", noise_multiplier, positive=False)
+    b = _check_int("bits", bits, 2)
+    if b > _MAX_BITS:
+        raise DPValueError(f"bits must be <= {_MAX_BITS}")
+    if not 0.0 < wrap_target < 1.0:
+        raise DPValueError("wrap_target must be in (0, 1)")
+    if sampling_probability is not None and not 0.0 < sampling_probability <= 1.0:
+        raise DPValueError("sampling_probability must be in (0, 1]")
+    local = (
+        Fraction(0)
+        if z == 0.0
+        else rational_at_least(Fraction(z) ** 2 * m / n_min, max_denominator)
+    )
+    wrap = counts_wrap_probability_bound(
+        dimension=d, max_contributors=n_max, noise_variance=float(local * n_max), bits=b
+    )
+    if wrap > wrap_target:
+        raise PlanningError(
+            f"{b} bits cannot hold counts of {n_max} contributors plus their noise "
+            f"(wrap-around probability {wrap:.3g} > {wrap_target:g}); use more bits"
+        )
+    sensitivity = math.sqrt(m)
+    return DistributedDPPlan(
+        mechanism="skellam",
+        dimension=d,
+        padded_dimension=d,
+        clip_norm=sensitivity,
+        noise_multiplier=z,
+        bits=b,
+        expected_contributors=n_exp,
+        min_contributors=n_min,
+        max_contributors=n_max,
+        gamma=1.0,
+        beta=0.0,
+        l2_bound_sq=m,
+        l2_sensitivity=math.nextafter(sensitivity, math.inf),
+        l1_sensitivity=float(m),
+        local_variance=local,
+        wrap_probability=wrap,
+        l2_inflation=1.0,
+        sampling_probability=sampling_probability,
+        encoding="counts",
     )

@@ -5,7 +5,10 @@
   Skellam noise share, reduction mod 2^b); the ring vectors are summed by
   ``protocols.run_secagg`` (SecAgg on the full graph or SecAgg+) with simulated dropouts,
   and the server decodes the sum. The event charged is the plan's, with the number of
-  noise shares that actually reached the sum.
+  noise shares that actually reached the sum. Integer-count releases (a task whose
+  ``count_cap`` is set: the popularity release) skip rotation and rounding and always use
+  Skellam shares (``dp.plan_distributed_counts``): their sum is an exact Skellam, so the
+  accountant charges the exact privacy loss (no RDP slack, no discretization inflation).
 * ``central``: a trusted server; devices quantize their clipped uploads (no noise), the
   sum goes through SecAgg as above, and the server adds Gaussian noise of std z·c with
   ``dp.central.central_gaussian`` (lattice + exact discrete Gaussian: not porous).
@@ -41,7 +44,7 @@ from dp.distributed import decode, encode_many
 from dp.errors import DPValueError, PlanningError
 from dp.events import NonPrivateEvent, PoissonSampledEvent, PrivacyEvent
 from dp.ledger import charged_event
-from dp.planning import DistributedDPPlan, plan_distributed_dp
+from dp.planning import DistributedDPPlan, plan_distributed_counts, plan_distributed_dp
 from dp.rng import NoiseRng, SecureRng, SimulationRng
 from dp.rotation import padded_dimension
 from dp.samplers import bernoulli
@@ -114,6 +117,7 @@ class Release:
     secagg_seconds: float
     decode_seconds: float
     note: str
+    noise_std: float = 0.0  # per-coordinate std of the noise in ``total`` (upload units)
 
 
 def _uniform(rng: NoiseRng, n: int) -> FloatArray:
@@ -127,7 +131,7 @@ class Channel:
         self.spec = spec
         self.rng: NoiseRng = SimulationRng(spec.seed) if spec.simulation_noise else SecureRng()
         self._dropouts = np.random.default_rng([spec.seed, 0xD0])
-        self._plans: dict[tuple[int, float, float, int], DistributedDPPlan] = {}
+        self._plans: dict[tuple[int, float, float, int, int | None], DistributedDPPlan] = {}
 
     @property
     def mechanism_name(self) -> str:
@@ -137,7 +141,7 @@ class Channel:
         if self.spec.privacy == "central":
             return "central Gaussian (trusted server)"
         name = "discrete Gaussian" if self.spec.mechanism == "discrete_gaussian" else "Skellam"
-        return f"distributed {name} under SecAgg"
+        return f"distributed {name} under SecAgg (count releases: exact Skellam)"
 
     # ------------------------------------------------------------------ sampling and planning
     def sample(self, population: int, rate: float) -> BoolArray:
@@ -172,32 +176,80 @@ class Channel:
         survivors = expected * (1.0 - p) - 4.0 * math.sqrt(variance)
         return max(1, min(expected, math.floor(survivors)))
 
+    def _max_contributors(self, expected: int) -> int:
+        return expected + math.ceil(6 * math.sqrt(expected)) + 8
+
+    def counts_encoding(self, count_cap: int | None, expected: int) -> bool:
+        """Whether a release of 0/1 uploads with at most ``count_cap`` ones is planned with
+        the counts encoding: whenever the counts of every possible contributor fit in a
+        quarter of the ring. :meth:`plan` still falls back to the rotated encoding if the
+        noise would not fit in the rest (only for noise far beyond any useful ε)."""
+        return count_cap is not None and self._max_contributors(expected) < 2 ** (
+            self.spec.bits - 2
+        )
+
     def plan(
-        self, dimension: int, clip_norm: float, noise_multiplier: float, expected: int
+        self,
+        dimension: int,
+        clip_norm: float,
+        noise_multiplier: float,
+        expected: int,
+        count_cap: int | None = None,
     ) -> DistributedDPPlan:
-        """The distributed-DP plan of a release (cached: identical rounds share one plan)."""
-        key = (dimension, clip_norm, noise_multiplier, expected)
-        if key not in self._plans:
-            self._plans[key] = plan_distributed_dp(
+        """The distributed-DP plan of a release (cached: identical rounds share one plan).
+
+        ``count_cap`` marks uploads that are 0/1 vectors with at most that many ones (their
+        ``clip_norm`` must then be √count_cap): see :meth:`counts_encoding`.
+        """
+        counts = self.counts_encoding(count_cap, expected)
+        key = (dimension, clip_norm, noise_multiplier, expected, count_cap if counts else None)
+        if key in self._plans:
+            return self._plans[key]
+        n_min, n_max = self.min_contributors(expected), self._max_contributors(expected)
+        plan: DistributedDPPlan | None = None
+        if counts:
+            assert count_cap is not None
+            if not math.isclose(clip_norm, math.sqrt(count_cap)):
+                raise ConfigError("a counts release must have clip_norm = √count_cap")
+            try:
+                plan = plan_distributed_counts(
+                    dimension=dimension,
+                    max_ones=count_cap,
+                    expected_contributors=expected,
+                    min_contributors=n_min,
+                    max_contributors=n_max,
+                    noise_multiplier=noise_multiplier,
+                    bits=self.spec.bits,
+                )
+            except PlanningError:
+                plan = None  # the noise alone overflows the ring: the rotated plan scales it
+        if plan is None:
+            plan = plan_distributed_dp(
                 dimension=dimension,
                 expected_contributors=expected,
-                min_contributors=self.min_contributors(expected),
-                max_contributors=expected + math.ceil(6 * math.sqrt(expected)) + 8,
+                min_contributors=n_min,
+                max_contributors=n_max,
                 clip_norm=clip_norm,
                 noise_multiplier=noise_multiplier,
                 bits=self.spec.bits,
                 mechanism="ddg" if self.spec.mechanism == "discrete_gaussian" else "skellam",
             )
-        return self._plans[key]
+        self._plans[key] = plan
+        return plan
 
     def check_ring(
-        self, dimension: int, clip_norm: float, noise_multiplier: float, expected: int
+        self,
+        dimension: int,
+        clip_norm: float,
+        noise_multiplier: float,
+        expected: int,
+        count_cap: int | None = None,
     ) -> None:
         """Refuse a ring too narrow for this release (raises :class:`PlanningError`): one
         whose granularity inflates the sensitivity by more than :data:`MAX_L2_INFLATION`."""
         if self.spec.privacy != "distributed":
             return
-        plan = self.plan(dimension, clip_norm, noise_multiplier, expected)
+        plan = self.plan(dimension, clip_norm, noise_multiplier, expected, count_cap)
         if plan.l2_inflation > MAX_L2_INFLATION:
             raise PlanningError(
                 f"{plan.bits} bits: holding the sum of {plan.max_contributors} contributors of "
@@ -206,19 +258,28 @@ class Channel:
                 f"{MAX_L2_INFLATION} (more noise for the same ε); use more bits"
             )
 
-    def masked_input_size(self, dimension: int, cohort: int) -> tuple[int, int]:
+    def masked_input_size(
+        self, dimension: int, cohort: int, count_cap: int | None = None
+    ) -> tuple[int, int]:
         """(ring coordinates, wire bytes) of one device's masked input in a release of
         uploads of ``dimension`` values by ``cohort`` devices: the SecAgg ``"mask"`` message
         as :mod:`protocols.messages` serializes it."""
         if self.spec.privacy == "distributed":
-            length, bits = padded_dimension(dimension), self.spec.bits
+            counts = self.counts_encoding(count_cap, cohort)
+            length = dimension if counts else padded_dimension(dimension)
+            bits = self.spec.bits
         else:
             length, bits = dimension, self._plain_bits(max(cohort, 2))
         vector = np.zeros(length, dtype=secagg.ring_dtype(bits))
         return length, len(MaskedInput(0, bits, vector).to_bytes())
 
     def planned_event(
-        self, dimension: int, clip_norm: float, noise_multiplier: float, expected: int
+        self,
+        dimension: int,
+        clip_norm: float,
+        noise_multiplier: float,
+        expected: int,
+        count_cap: int | None = None,
     ) -> PrivacyEvent:
         """The event one release at this noise would produce (before sampling)."""
         secure = self.rng.secure
@@ -233,7 +294,8 @@ class Channel:
                 rng=SecureRng(),
             )
             return dataclasses.replace(probe, secure=secure)
-        return self.plan(dimension, clip_norm, noise_multiplier, expected).event(secure=secure)
+        plan = self.plan(dimension, clip_norm, noise_multiplier, expected, count_cap)
+        return plan.event(secure=secure)
 
     # ------------------------------------------------------------------ one release
     def _drops(self, n: int) -> tuple[list[int], list[int]]:
@@ -327,7 +389,10 @@ class Channel:
         sampling_rate: float,
         note: str,
     ) -> tuple[FloatArray, PrivacyEvent, PrivacyEvent, str]:
-        """Decode a distributed-DP aggregate: (values, planned event, charged event, note)."""
+        """Decode a distributed-DP aggregate: (values, planned event, charged event, note).
+
+        The noise in the values has per-coordinate std :func:`_noise_std` (the rotation is
+        orthonormal, so rotated noise keeps its variance)."""
         values, report = decode(
             total, plan, rotation_seed=rotation_seed, num_contributors=included, strict=False
         )
@@ -367,7 +432,9 @@ class Channel:
         n = len(cohort)
         if n < 2:
             raise ReleaseAborted(f"round {round_index}: only {n} device(s) in the cohort")
-        plan = self.plan(task.upload_dim, task.clip_norm, noise_multiplier, expected_clients)
+        plan = self.plan(
+            task.upload_dim, task.clip_norm, noise_multiplier, expected_clients, task.count_cap
+        )
         if n > plan.max_contributors:
             raise ReleaseAborted(
                 f"round {round_index}: {n} devices exceed the ring plan ({plan.max_contributors})"
@@ -420,6 +487,7 @@ class Channel:
             secagg_seconds=protocol_s,
             decode_seconds=time.perf_counter() - t0,
             note=note,
+            noise_std=_noise_std(plan, len(positions)),
         )
 
     def release(
@@ -433,8 +501,11 @@ class Channel:
         round_index: int,
         cohort_size: int | None = None,
         drop_plan: DropPlan | None = None,
+        count_cap: int | None = None,
     ) -> Release:
         """Run one release of a cohort's uploads and decode the aggregate.
+
+        ``count_cap`` marks 0/1 uploads with at most that many ones (see :meth:`plan`).
 
         ``uploads`` is the (n × D) upload matrix, or a function ``(lo, hi) -> uploads`` of
         devices ``lo..hi-1`` of a cohort of ``cohort_size``: large cohorts are then computed,
@@ -474,7 +545,7 @@ class Channel:
             if dim < 0:
                 dim = block.shape[1]
                 if distributed:
-                    plan = self.plan(dim, clip_norm, noise_multiplier, expected_clients)
+                    plan = self.plan(dim, clip_norm, noise_multiplier, expected_clients, count_cap)
                     if n > plan.max_contributors:
                         raise ReleaseAborted(
                             f"round {round_index}: {n} devices exceed the ring plan "
@@ -507,10 +578,12 @@ class Channel:
         included = len(positions)
         t0 = time.perf_counter()
         planned: PrivacyEvent
+        noise_std = 0.0
         if plan is not None:
             values, planned, charged, note = self._decode_distributed(
                 total, plan, rotation_seed, included, sampling_rate, note
             )
+            noise_std = _noise_std(plan, included)
         else:
             values = secagg.centered_lift(total, bits).astype(np.float64) / scale
             planned = NonPrivateEvent()
@@ -522,6 +595,7 @@ class Channel:
                     rng=self.rng,
                 )
                 planned = central_event
+                noise_std = noise_multiplier * clip_norm
                 if sampling_rate < 1.0:
                     planned = PoissonSampledEvent(sampling_rate, planned)
             charged = planned
@@ -539,7 +613,13 @@ class Channel:
             secagg_seconds=sa_s,
             decode_seconds=dec_s,
             note=note,
+            noise_std=noise_std,
         )
+
+
+def _noise_std(plan: DistributedDPPlan, included: int) -> float:
+    """Per-coordinate noise std of a decoded distributed sum of ``included`` shares."""
+    return plan.gamma * math.sqrt(float(plan.local_variance) * included)
 
 
 def make_channel(spec: ChannelSpec) -> Channel:

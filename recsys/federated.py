@@ -32,6 +32,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from recsys.denoise import denoised_log_counts
 from recsys.errors import ConfigError
 from recsys.features import fit_feature_weights, recency_weights
 from recsys.split import Interactions
@@ -114,12 +115,21 @@ class ItemServer:
         self._second_moment: FloatArray | None = None
         self._steps = 0
         self.active_items: IntArray = np.arange(num_items, dtype=np.int64)
+        self.popularity_noise_std = 0.0
+        self._priors: dict[tuple[int, float, float], FloatArray] = {}
 
     def prior(self, shrink: float) -> FloatArray | None:
-        """log(max(pop̃, 0) + shrink): the item offset derived from the released counts."""
+        """The item offset from the released counts: E[log(c + shrink) | pop̃] under the
+        empirical-Bayes prior of the counts (:mod:`recsys.denoise`), which is
+        log(max(pop̃, 0) + shrink) for an exact release. Post-processing only."""
         if self.popularity is None:
             return None
-        return np.log(np.maximum(self.popularity, 0.0) + shrink)
+        key = (hash(self.popularity.tobytes()), self.popularity_noise_std, shrink)
+        if key not in self._priors:
+            self._priors = {
+                key: denoised_log_counts(self.popularity, self.popularity_noise_std, shrink)
+            }
+        return self._priors[key]
 
     def init_factors(self, dim: int, scale: float, features: FloatArray, seed: int) -> None:
         """Public initialisation of item factors from public features (plus seeded noise)."""
@@ -251,6 +261,12 @@ class ClientTask(abc.ABC):
     name: str
 
     @property
+    def count_cap(self) -> int | None:
+        """For uploads that are 0/1 vectors with at most this many ones (counts), the cap;
+        ``None`` for float uploads. Counts are released without rotation or rounding."""
+        return None
+
+    @property
     @abc.abstractmethod
     def upload_dim(self) -> int:
         """Length of every device's dense upload (a function of the item table only)."""
@@ -265,8 +281,11 @@ class ClientTask(abc.ABC):
         """Uploads of the cohort's devices, (len(cohort) × upload_dim), each norm ≤ clip_norm."""
 
     @abc.abstractmethod
-    def server_step(self, server: ItemServer, total: FloatArray, expected_clients: float) -> None:
-        """Update the public model from the (noisy) sum of uploads."""
+    def server_step(
+        self, server: ItemServer, total: FloatArray, expected_clients: float, noise_std: float = 0.0
+    ) -> None:
+        """Update the public model from the (noisy) sum of uploads; ``noise_std`` is the
+        per-coordinate std of the noise the sum carries (0 for an exact sum)."""
 
 
 class PopularityTask(ClientTask):
@@ -282,6 +301,10 @@ class PopularityTask(ClientTask):
         self.cap = cap
 
     @property
+    def count_cap(self) -> int | None:
+        return self.cap
+
+    @property
     def upload_dim(self) -> int:
         return self._num_items
 
@@ -293,9 +316,12 @@ class PopularityTask(ClientTask):
         keep = fleet.train.positions_from_end() < self.cap
         return fleet.train.dense(cohort, keep.astype(np.float64))
 
-    def server_step(self, server: ItemServer, total: FloatArray, expected_clients: float) -> None:
+    def server_step(
+        self, server: ItemServer, total: FloatArray, expected_clients: float, noise_std: float = 0.0
+    ) -> None:
         # The counts are a sum, not a mean: the prior needs their scale, not their average.
         server.popularity = np.asarray(total, dtype=np.float64).copy()
+        server.popularity_noise_std = float(noise_std)
 
 
 class FCFTask(ClientTask):
@@ -343,7 +369,9 @@ class FCFTask(ClientTask):
         packed = np.concatenate([grad_v, grad_b[:, :, None]], axis=2)
         return clip_rows(packed.reshape(len(cohort), -1), self.config.clip_norm)
 
-    def server_step(self, server: ItemServer, total: FloatArray, expected_clients: float) -> None:
+    def server_step(
+        self, server: ItemServer, total: FloatArray, expected_clients: float, noise_std: float = 0.0
+    ) -> None:
         if expected_clients <= 0:
             raise ConfigError("expected_clients must be positive")
         grad = np.asarray(total, dtype=np.float64).reshape(self.num_active, self.config.dim + 1)

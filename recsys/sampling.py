@@ -245,6 +245,10 @@ class ClusterCountTask(ClientTask):
         return self.config.clusters
 
     @property
+    def count_cap(self) -> int | None:
+        return 1
+
+    @property
     def clip_norm(self) -> float:
         return 1.0
 
@@ -269,7 +273,9 @@ class ClusterCountTask(ClientTask):
         out[np.arange(len(cohort)), label] = 1.0
         return out
 
-    def server_step(self, server: ItemServer, total: FloatArray, expected_clients: float) -> None:
+    def server_step(
+        self, server: ItemServer, total: FloatArray, expected_clients: float, noise_std: float = 0.0
+    ) -> None:
         """Server: keep the noisy counts and publish the per-cluster rates (post-processing)."""
         self.counts = np.asarray(total, dtype=np.float64).copy()
         self.rates = allocate_rates(

@@ -256,7 +256,9 @@ class Trainer:
             self.devices = DeviceSimulator(n, config.devices, seed=config.seed)
             self.planned_dropout = max(
                 (
-                    self.devices.expected_dropout(*self.channel.masked_input_size(t.upload_dim, n))
+                    self.devices.expected_dropout(
+                        *self.channel.masked_input_size(t.upload_dim, n, t.count_cap)
+                    )
                     for t, _ in tasks
                 ),
                 default=0.0,
@@ -276,7 +278,9 @@ class Trainer:
             # sampled rounds expect the configured cohort even when accounted at a higher
             # (stratified worst-case) rate
             expected = self._expected(q if q >= 1.0 else self.sampling_rate)
-            return self.channel.planned_event(task.upload_dim, task.clip_norm, z, expected)
+            return self.channel.planned_event(
+                task.upload_dim, task.clip_norm, z, expected, task.count_cap
+            )
 
         self._event_model = event_model
         # stratified sampling: a cluster-size release (its own share of ε), then rates up to
@@ -322,6 +326,7 @@ class Trainer:
                 task.clip_norm,
                 self._noise(task.name),
                 self._expected(1.0 if one_shot else self.sampling_rate),
+                task.count_cap,
             )
         self.ledger = ledger
         self.released_events: tuple[PrivacyEvent, ...] = ()
@@ -450,7 +455,9 @@ class Trainer:
                 device_round: DeviceRound | None = None
                 drop_plan: DropPlan | None = None
                 if self.devices is not None:
-                    values, nbytes = self.channel.masked_input_size(task.upload_dim, len(cohort))
+                    values, nbytes = self.channel.masked_input_size(
+                        task.upload_dim, len(cohort), task.count_cap
+                    )
                     device_round = self.devices.next_round(cohort, values, nbytes)
                     drop_plan = device_round.drop_plan
                 local_s = 0.0
@@ -479,6 +486,7 @@ class Trainer:
                             round_index=round_index,
                             cohort_size=len(cohort),
                             drop_plan=drop_plan,
+                            count_cap=task.count_cap,
                         )
                     else:  # local training happens on the executor: in encode_seconds
                         release = self.channel.release_on(
@@ -505,7 +513,9 @@ class Trainer:
                         raise
                     continue
                 release = self._stratify(release, task.name)
-                task.server_step(self.recommender.server, release.total, expected)
+                task.server_step(
+                    self.recommender.server, release.total, expected, noise_std=release.noise_std
+                )
                 self.recommender.after_step(task)
                 events.append(release.event)
                 if self.ledger is not None:

@@ -6,8 +6,11 @@ Backends (one file each, sharing :class:`~dp.accounting.base.Accountant`):
   mechanisms (Poisson-subsampled, heterogeneous phases);
 - ``"rdp"`` — :class:`~dp.accounting.rdp.RdpAccountant`: every event type, including the
   distributed discrete Gaussian and Skellam sums;
-- ``"auto"`` — :class:`~dp.accounting.auto.AutoAccountant`: PLD when every event allows it,
-  RDP otherwise (the backend used is reported with each answer).
+- ``"skellam-pld"`` — :class:`~dp.accounting.skellam_pld.SkellamPldAccountant`: exact,
+  certified bracket for unsampled :class:`~dp.events.DistributedSkellamCountsEvent`
+  compositions (integer counts under Skellam noise);
+- ``"auto"`` — :class:`~dp.accounting.auto.AutoAccountant`: a PLD backend when every event
+  allows it, RDP otherwise (the backend used is reported with each answer).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dp.accounting.base import (
 )
 from dp.accounting.pld import PldAccountant
 from dp.accounting.rdp import RdpAccountant, RdpOrderWarning
+from dp.accounting.skellam_pld import SkellamPldAccountant
 from dp.accounting.stratified import num_strata, stratum_epsilons
 from dp.calibrate import (
     calibrate_noise,
@@ -40,6 +44,7 @@ __all__ = [
     "RdpAccountant",
     "RdpOrderWarning",
     "SampledMechanism",
+    "SkellamPldAccountant",
     "calibrate_noise",
     "epsilon",
     "epsilon_bracket",

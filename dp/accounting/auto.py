@@ -1,27 +1,40 @@
-"""The "auto" backend: PLD when every composed event allows it, RDP otherwise."""
+"""The "auto" backend: the tightest backend every composed event allows.
+
+- every event a (Poisson-subsampled) Gaussian → the PLD backend (``"pld"``);
+- every event an unsampled :class:`~dp.events.DistributedSkellamCountsEvent` → the exact
+  Skellam PLD backend (``"skellam-pld"``);
+- anything else (a mix of the two, sampled counts, DDG, Skellam sums, discrete Laplace) →
+  RDP (``"rdp"``) for the whole composition.
+
+NoOp and NonPrivate events fit every backend.
+"""
 
 from __future__ import annotations
 
 from dp.accounting.base import Accountant, EpsilonBracket, SampledMechanism
 from dp.accounting.pld import PldAccountant
 from dp.accounting.rdp import RdpAccountant
+from dp.accounting.skellam_pld import SkellamPldAccountant
 from dp.events import PrivacyEvent
 
 
 class AutoAccountant(Accountant):
-    """Tight PLD accounting for Gaussian-only compositions; falls back to RDP (for the whole
-    composition) as soon as a discrete mechanism is composed. Answers name the backend used."""
+    """Tight PLD accounting while every composed event allows it (Gaussian-only, or
+    unsampled Skellam counts only); RDP for the whole composition as soon as neither fits.
+    Answers name the backend used."""
 
     name = "auto"
 
     def __init__(self) -> None:
         super().__init__()
         self._pld = PldAccountant()
+        self._skellam = SkellamPldAccountant()
         self._rdp = RdpAccountant()
         self._pld_ok = True
+        self._skellam_ok = True
 
     def _check(self, mechanism: SampledMechanism) -> None:
-        self._rdp._check(mechanism)  # RDP supports a superset of PLD
+        self._rdp._check(mechanism)  # RDP supports a superset of both PLD backends
 
     def compose(self, event: PrivacyEvent, count: int = 1) -> AutoAccountant:
         super().compose(event, count)  # validates (transactional) and records
@@ -30,19 +43,32 @@ class AutoAccountant(Accountant):
             self._pld.compose(event, count)
         else:
             self._pld_ok = False
+        if self._skellam_ok and self._skellam.supports(event):
+            self._skellam.compose(event, count)
+        else:
+            self._skellam_ok = False
         return self
 
     @property
     def active_backend(self) -> str:
-        """``"pld"`` or ``"rdp"``: the backend that answers for the current composition."""
-        return "pld" if self._pld_ok else "rdp"
+        """``"pld"``, ``"skellam-pld"`` or ``"rdp"``: the backend that answers for the
+        current composition (``"pld"`` while nothing but NoOp/NonPrivate was composed)."""
+        if self._pld_ok:
+            return "pld"
+        return "skellam-pld" if self._skellam_ok else "rdp"
+
+    def _tight(self) -> Accountant | None:
+        if self._pld_ok:
+            return self._pld
+        return self._skellam if self._skellam_ok else None
 
     def get_epsilon(self, delta: float) -> float:
         trivial = self._trivial(delta)
         if trivial is not None:
             return trivial.epsilon_upper
-        if self._pld_ok:
-            return self._pld.get_epsilon(delta)
+        tight = self._tight()
+        if tight is not None:
+            return tight.get_epsilon(delta)
         # RDP's get_epsilon warns when the optimal order sits at the grid's edge; as before,
         # the auto backend reports RDP's bound without that warning
         return self._rdp.get_epsilon_bracket(delta).epsilon_upper
@@ -51,4 +77,4 @@ class AutoAccountant(Accountant):
         trivial = self._trivial(delta)
         if trivial is not None:
             return trivial
-        return (self._pld if self._pld_ok else self._rdp).get_epsilon_bracket(delta)
+        return (self._tight() or self._rdp).get_epsilon_bracket(delta)

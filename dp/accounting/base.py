@@ -21,6 +21,7 @@ from dp.events import (
     DiscreteGaussianEvent,
     DiscreteLaplaceEvent,
     DistributedDiscreteGaussianEvent,
+    DistributedSkellamCountsEvent,
     DistributedSkellamEvent,
     GaussianEvent,
     NonPrivateEvent,
@@ -69,6 +70,8 @@ def _degenerate(event: PrivacyEvent) -> PrivacyEvent:
         noise, sensitivity = event.local_sigma, event.l2_sensitivity
     elif isinstance(event, DistributedSkellamEvent):
         noise, sensitivity = event.local_variance, event.l2_sensitivity
+    elif isinstance(event, DistributedSkellamCountsEvent):
+        noise, sensitivity = event.local_variance, float(event.max_ones)
     if sensitivity == 0:
         return NoOpEvent()
     if noise == 0:

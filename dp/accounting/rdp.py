@@ -22,6 +22,7 @@ from dp.events import (
     DiscreteGaussianEvent,
     DiscreteLaplaceEvent,
     DistributedDiscreteGaussianEvent,
+    DistributedSkellamCountsEvent,
     DistributedSkellamEvent,
     GaussianEvent,
     PrivacyEvent,
@@ -79,6 +80,17 @@ def leaf_curve(event: PrivacyEvent) -> Curve:
     if isinstance(event, DistributedSkellamEvent):
         d2 = _positive(event.l2_sensitivity, "l2_sensitivity")
         d1 = _positive(event.l1_sensitivity, "l1_sensitivity")
+        var = _positive(event.local_variance, "local_variance")
+        _count(event.dimension, "dimension")
+        n = _count(event.min_contributors, "min_contributors")
+        return lambda orders: ra.skellam_rdp(
+            l2_sensitivity=d2, l1_sensitivity=d1, variance=n * var, orders=orders
+        )
+    if isinstance(event, DistributedSkellamCountsEvent):
+        # integer counts, no rotation/rounding: Δ₂ = √m, Δ₁ = m (AKL21 with the exact
+        # sensitivities); the PLD backend "skellam-pld" is tight for unsampled uses
+        _count(event.max_ones, "max_ones")
+        d2, d1 = event.l2_sensitivity, event.l1_sensitivity
         var = _positive(event.local_variance, "local_variance")
         _count(event.dimension, "dimension")
         n = _count(event.min_contributors, "min_contributors")
