@@ -301,6 +301,30 @@ def _check_float(name: str, value: object, *, positive: bool) -> float:
     return v
 
 
+def _check_release(
+    dimension: int,
+    expected_contributors: int,
+    min_contributors: int,
+    max_contributors: int | None,
+    noise_multiplier: float,
+    bits: int,
+) -> tuple[int, int, int, int, float, int]:
+    """The checks every plan shares: (d, n_expected, n_min, n_max, z, bits)."""
+    d = _check_int("dimension", dimension, 1)
+    n_exp = _check_int("expected_contributors", expected_contributors, 1)
+    n_min = _check_int("min_contributors", min_contributors, 1)
+    n_max = (
+        n_exp if max_contributors is None else _check_int("max_contributors", max_contributors, 1)
+    )
+    if not n_min <= n_exp <= n_max:
+        raise DPValueError("need min_contributors <= expected_contributors <= max_contributors")
+    z = _check_float("noise_multiplier", noise_multiplier, positive=False)
+    b = _check_int("bits", bits, 2)
+    if b > _MAX_BITS:
+        raise DPValueError(f"bits must be <= {_MAX_BITS}")
+    return d, n_exp, n_min, n_max, z, b
+
+
 def plan_distributed_dp(
     *,
     dimension: int,
@@ -324,19 +348,10 @@ def plan_distributed_dp(
     (default: ``expected_contributors``) sizes the ring. ``noise_multiplier`` = 0 plans a
     noiseless (non-private) round whose event is :class:`~dp.events.NonPrivateEvent`.
     """
-    d = _check_int("dimension", dimension, 1)
-    n_exp = _check_int("expected_contributors", expected_contributors, 1)
-    n_min = _check_int("min_contributors", min_contributors, 1)
-    n_max = (
-        n_exp if max_contributors is None else _check_int("max_contributors", max_contributors, 1)
+    d, n_exp, n_min, n_max, z, b = _check_release(
+        dimension, expected_contributors, min_contributors, max_contributors, noise_multiplier, bits
     )
-    if not n_min <= n_exp <= n_max:
-        raise DPValueError("need min_contributors <= expected_contributors <= max_contributors")
     c = _check_float("clip_norm", clip_norm, positive=True)
-    z = _check_float("noise_multiplier", noise_multiplier, positive=False)
-    b = _check_int("bits", bits, 2)
-    if b > _MAX_BITS:
-        raise DPValueError(f"bits must be <= {_MAX_BITS}")
     if mechanism not in ("ddg", "skellam"):
         raise DPValueError(f"mechanism must be 'ddg' or 'skellam', got {mechanism!r}")
     if not 0.0 <= beta < 1.0:
@@ -445,19 +460,10 @@ def plan_distributed_counts(
     ``min_contributors``; raises :class:`~dp.errors.PlanningError` when ``bits`` cannot
     hold ``max_contributors`` full counts plus the noise with probability ≥ 1 − wrap_target.
     """
-    d = _check_int("dimension", dimension, 1)
-    m = _check_int("max_ones", max_ones, 1)
-    n_exp = _check_int("expected_contributors", expected_contributors, 1)
-    n_min = _check_int("min_contributors", min_contributors, 1)
-    n_max = (
-        n_exp if max_contributors is None else _check_int("max_contributors", max_contributors, 1)
+    d, n_exp, n_min, n_max, z, b = _check_release(
+        dimension, expected_contributors, min_contributors, max_contributors, noise_multiplier, bits
     )
-    if not n_min <= n_exp <= n_max:
-        raise DPValueError("need min_contributors <= expected_contributors <= max_contributors")
-    z = _check_float("noise_multiplier", noise_multiplier, positive=False)
-    b = _check_int("bits", bits, 2)
-    if b > _MAX_BITS:
-        raise DPValueError(f"bits must be <= {_MAX_BITS}")
+    m = _check_int("max_ones", max_ones, 1)
     if not 0.0 < wrap_target < 1.0:
         raise DPValueError("wrap_target must be in (0, 1)")
     if sampling_probability is not None and not 0.0 < sampling_probability <= 1.0:

@@ -13,7 +13,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import ClassVar, Self
+from typing import ClassVar, Generic, Protocol, Self, TypeVar
 
 from dp.errors import DPValueError, UnsupportedEventError
 from dp.events import (
@@ -267,3 +267,63 @@ class Accountant(ABC):
         if not self._mechanisms:
             return EpsilonBracket(0.0, 0.0, delta, self.name, "no events")
         return None
+
+
+class _Bracketed(Protocol):
+    @property
+    def epsilon_lower(self) -> float: ...
+
+    @property
+    def epsilon_upper(self) -> float: ...
+
+
+BracketT = TypeVar("BracketT", bound=_Bracketed)
+
+
+class CachedBracketAccountant(Accountant, Generic[BracketT]):
+    """A backend whose answer is one computed bracket per δ, cached until the next
+    ``compose``; :meth:`get_epsilon` skips the certified lower end (about half the cost).
+
+    Subclasses implement :meth:`_compute_bracket` and :meth:`_bracket_detail`.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._cache: dict[tuple[float, bool], BracketT] = {}
+
+    def _invalidate(self) -> None:
+        self._cache.clear()
+
+    @abstractmethod
+    def _compute_bracket(self, delta: float, want_lower: bool) -> BracketT:
+        """The bracket at ``delta`` (``want_lower=False``: the lower end may be 0)."""
+
+    @abstractmethod
+    def _bracket_detail(self, bracket: BracketT) -> str:
+        """How the bracket was computed, for :class:`EpsilonBracket.detail`."""
+
+    def pld_bracket(self, delta: float, *, want_lower: bool = True) -> BracketT:
+        """The full result for ``delta`` (cached; a cached full bracket serves both asks)."""
+        cached = self._cache.get((delta, True))
+        if cached is None:
+            cached = self._cache.get((delta, want_lower))
+        if cached is None:
+            cached = self._compute_bracket(delta, want_lower)
+            self._cache[(delta, want_lower)] = cached
+        return cached
+
+    def get_epsilon(self, delta: float) -> float:
+        """The valid (upper) ε, without paying for the certified lower end."""
+        trivial = self._trivial(delta)
+        if trivial is not None:
+            return trivial.epsilon_upper
+        return self.pld_bracket(delta, want_lower=False).epsilon_upper
+
+    def get_epsilon_bracket(self, delta: float) -> EpsilonBracket:
+        trivial = self._trivial(delta)
+        if trivial is not None:
+            return trivial
+        b = self.pld_bracket(delta)
+        return EpsilonBracket(
+            b.epsilon_lower, b.epsilon_upper, delta, self.name, self._bracket_detail(b)
+        )

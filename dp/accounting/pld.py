@@ -9,13 +9,13 @@ is not a proven upper bound, so they are routed to :class:`~dp.accounting.rdp.Rd
 
 from __future__ import annotations
 
-from dp.accounting.base import Accountant, EpsilonBracket, SampledMechanism
+from dp.accounting.base import CachedBracketAccountant, SampledMechanism
 from dp.accounting.pld_analysis import GaussianPhase, PldBracket, gaussian_pld_bracket
 from dp.accounting.rdp import gaussian_noise_multiplier
 from dp.errors import UnsupportedEventError
 
 
-class PldAccountant(Accountant):
+class PldAccountant(CachedBracketAccountant[PldBracket]):
     """Privacy-loss-distribution accountant with a certified [ε_lower, ε_upper] bracket."""
 
     name = "pld"
@@ -26,7 +26,6 @@ class PldAccountant(Accountant):
         super().__init__()
         self._rtol = relative_tolerance
         self._atol = absolute_tolerance
-        self._cache: dict[tuple[float, bool], PldBracket] = {}
 
     def _check(self, mechanism: SampledMechanism) -> None:
         if gaussian_noise_multiplier(mechanism) is None:
@@ -35,9 +34,6 @@ class PldAccountant(Accountant):
                 f"the PLD accountant supports Gaussian mechanisms only, not {', '.join(names)}; "
                 "use the RDP accountant for discrete mechanisms"
             )
-
-    def _invalidate(self) -> None:
-        self._cache.clear()
 
     def phases(self) -> list[GaussianPhase]:
         """The composition as (q, σ, steps) phases, merged by identical (q, σ)."""
@@ -49,41 +45,20 @@ class PldAccountant(Accountant):
             merged[key] = merged.get(key, 0) + count
         return [GaussianPhase(q, s, n) for (q, s), n in sorted(merged.items())]
 
-    def pld_bracket(self, delta: float, *, want_lower: bool = True) -> PldBracket:
-        """The full PLD result (bracket, grid interval, FFT size, error estimate).
-
-        ``want_lower=False`` skips the certified lower end (reported as 0), which costs
-        about as much as the upper end on its finer grid; the upper end is the same.
-        """
-        cached = self._cache.get((delta, True))
-        if cached is None:
-            cached = self._cache.get((delta, want_lower))
-        if cached is None:
-            cached = gaussian_pld_bracket(
-                self.phases(),
-                delta,
-                relative_tolerance=self._rtol,
-                absolute_tolerance=self._atol,
-                want_lower=want_lower,
-            )
-            self._cache[(delta, want_lower)] = cached
-        return cached
-
-    def get_epsilon(self, delta: float) -> float:
-        """The valid (upper) ε, without paying for the certified lower end."""
-        trivial = self._trivial(delta)
-        if trivial is not None:
-            return trivial.epsilon_upper
-        return self.pld_bracket(delta, want_lower=False).epsilon_upper
-
-    def get_epsilon_bracket(self, delta: float) -> EpsilonBracket:
-        trivial = self._trivial(delta)
-        if trivial is not None:
-            return trivial
-        b = self.pld_bracket(delta)
-        detail = (
-            f"connect-the-dots PLD, value interval {b.value_discretization_interval:.3g}, "
-            f"{b.fft_points} FFT points, estimated discretization error "
-            f"{b.error_estimate:.2g}"
+    def _compute_bracket(self, delta: float, want_lower: bool) -> PldBracket:
+        # want_lower=False skips the certified lower end (reported as 0), which costs about
+        # as much as the upper end on its finer grid; the upper end is the same
+        return gaussian_pld_bracket(
+            self.phases(),
+            delta,
+            relative_tolerance=self._rtol,
+            absolute_tolerance=self._atol,
+            want_lower=want_lower,
         )
-        return EpsilonBracket(b.epsilon_lower, b.epsilon_upper, delta, self.name, detail)
+
+    def _bracket_detail(self, bracket: PldBracket) -> str:
+        return (
+            f"connect-the-dots PLD, value interval {bracket.value_discretization_interval:.3g}, "
+            f"{bracket.fft_points} FFT points, estimated discretization error "
+            f"{bracket.error_estimate:.2g}"
+        )

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 from scipy import special
 
-from dp.accounting.base import Accountant, EpsilonBracket, SampledMechanism, validate_delta
+from dp.accounting.base import CachedBracketAccountant, SampledMechanism, validate_delta
 from dp.errors import DPValueError, UnsupportedEventError
 from dp.events import DistributedSkellamCountsEvent
 
@@ -256,7 +256,7 @@ def _counts_leaf(event: object) -> DistributedSkellamCountsEvent:
     return event
 
 
-class SkellamPldAccountant(Accountant):
+class SkellamPldAccountant(CachedBracketAccountant[SkellamPldBracket]):
     """Exact PLD accountant for compositions of unsampled
     :class:`~dp.events.DistributedSkellamCountsEvent` (certified bracket)."""
 
@@ -266,7 +266,6 @@ class SkellamPldAccountant(Accountant):
         super().__init__()
         self._relative_gap = relative_gap
         self._absolute_gap = absolute_gap
-        self._cache: dict[tuple[float, bool], SkellamPldBracket] = {}
 
     def _check(self, mechanism: SampledMechanism) -> None:
         if mechanism.sampling_rate != 1.0:
@@ -278,9 +277,6 @@ class SkellamPldAccountant(Accountant):
             _counts_leaf(leaf)
         _dp_accounting_pld()
 
-    def _invalidate(self) -> None:
-        self._cache.clear()
-
     def phases(self) -> list[SkellamPhase]:
         """The composition as (variance, unit shifts) phases, merged by equal variance."""
         merged: dict[float, int] = {}
@@ -291,37 +287,18 @@ class SkellamPldAccountant(Accountant):
                 merged[mu] = merged.get(mu, 0) + event.max_ones * leaf_count * count
         return [SkellamPhase(mu, n) for mu, n in sorted(merged.items())]
 
-    def pld_bracket(self, delta: float, *, want_lower: bool = True) -> SkellamPldBracket:
-        """The full result (bracket, grid interval, support); cached per δ."""
-        cached = self._cache.get((delta, True))
-        if cached is None:
-            cached = self._cache.get((delta, want_lower))
-        if cached is None:
-            cached = skellam_pld_bracket(
-                self.phases(),
-                delta,
-                relative_gap=self._relative_gap,
-                absolute_gap=self._absolute_gap,
-                want_lower=want_lower,
-            )
-            self._cache[(delta, want_lower)] = cached
-        return cached
-
-    def get_epsilon(self, delta: float) -> float:
-        """The valid (upper) ε, without computing the certified lower end."""
-        trivial = self._trivial(delta)
-        if trivial is not None:
-            return trivial.epsilon_upper
-        return self.pld_bracket(delta, want_lower=False).epsilon_upper
-
-    def get_epsilon_bracket(self, delta: float) -> EpsilonBracket:
-        trivial = self._trivial(delta)
-        if trivial is not None:
-            return trivial
-        b = self.pld_bracket(delta)
-        detail = (
-            f"exact Skellam PLD (dp_accounting composition), {b.shifts} unit shifts, "
-            f"value interval {b.value_discretization_interval:.3g}, support ±"
-            f"{max(b.support_half_widths)}"
+    def _compute_bracket(self, delta: float, want_lower: bool) -> SkellamPldBracket:
+        return skellam_pld_bracket(
+            self.phases(),
+            delta,
+            relative_gap=self._relative_gap,
+            absolute_gap=self._absolute_gap,
+            want_lower=want_lower,
         )
-        return EpsilonBracket(b.epsilon_lower, b.epsilon_upper, delta, self.name, detail)
+
+    def _bracket_detail(self, bracket: SkellamPldBracket) -> str:
+        return (
+            f"exact Skellam PLD (dp_accounting composition), {bracket.shifts} unit shifts, "
+            f"value interval {bracket.value_discretization_interval:.3g}, support ±"
+            f"{max(bracket.support_half_widths)}"
+        )
