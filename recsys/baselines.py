@@ -5,6 +5,8 @@
   contributes at most ``cap`` items (its most recent, or a random subset), so the count
   vector has L2 sensitivity √cap under add/remove-one-user, and Gaussian noise of standard
   deviation ``noise_multiplier·√cap`` is added by a caller-supplied noise source;
+  :func:`private_popularity` releases it with the same exact Skellam count mechanism and
+  accountant as the federated popularity release (a fair baseline);
 * :func:`als` — implicit-feedback ALS (Hu, Koren, Volinsky 2008), central and non-private,
   with the per-user normal equations batched over users;
 * :func:`ease` — EASE (Steck 2019), closed form.
@@ -21,9 +23,9 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from dp.central import central_gaussian
-from dp.events import PrivacyEvent
-from dp.rng import NoiseRng, SecureRng
+from dp.events import DistributedSkellamCountsEvent, PrivacyEvent
+from dp.rng import NoiseRng, default_rng
+from dp.samplers import float_at_most, rational_at_least, skellam
 from recsys.errors import ConfigError
 from recsys.split import Interactions
 
@@ -216,7 +218,10 @@ def private_popularity(
     noise_rng: NoiseRng | None = None,
     rng: np.random.Generator | None = None,
 ) -> tuple[ScoreFn, FloatArray, PrivacyEvent, float]:
-    """DP capped popularity through ``dp``'s central (trusted-curator) Gaussian path.
+    """DP capped popularity released by a trusted curator with the federated release's
+    mechanism: the integer capped counts plus one exact symmetric Skellam draw per item,
+    accounted as a :class:`~dp.events.DistributedSkellamCountsEvent` with a single noise
+    share (exact PLD), so the baseline gets the same noise for the same ε as the model.
 
     The noise multiplier is the smallest (to 0.2 %) whose event costs at most ``epsilon`` at
     ``delta`` under the ``dp`` accountant. Returns (scores, released counts, event, z).
@@ -224,19 +229,19 @@ def private_popularity(
     from recsys.privacy import calibrate_single, epsilon_of  # local: avoids an import cycle
 
     counts = capped_counts(train, cap, mode, rng)
-    sensitivity = float(np.sqrt(cap))
+    noise_rng = default_rng(noise_rng)
 
-    def event_at(z: float) -> PrivacyEvent:
-        _, probe = central_gaussian(
-            np.zeros(train.num_items),
-            l2_sensitivity=sensitivity,
-            noise_multiplier=z,
-            rng=SecureRng(),
+    def event_at(z: float) -> DistributedSkellamCountsEvent:
+        return DistributedSkellamCountsEvent(
+            max_ones=cap,
+            local_variance=float_at_most(rational_at_least(z * z * cap)),
+            dimension=train.num_items,
+            min_contributors=1,
+            expected_contributors=1,
+            secure=noise_rng.secure,
         )
-        return probe
 
     z = calibrate_single(lambda z: epsilon_of([event_at(z)], delta), epsilon)
-    released, event = central_gaussian(
-        counts, l2_sensitivity=sensitivity, noise_multiplier=z, rng=noise_rng
-    )
-    return static_scores(released), released, event, z
+    variance = rational_at_least(z * z * cap)
+    released = counts + skellam(variance, train.num_items, noise_rng).astype(np.float64)
+    return static_scores(released), released, event_at(z), z

@@ -60,6 +60,10 @@ DELTA_SLACK = 1e-12
 # Tail mass dp_accounting may truncate per composition (charged as infinite loss).
 _TRUNCATION = 1e-15
 _LOG_NUDGE = 1e-12
+# Beyond this variance the unit-shift loss is so concentrated that dp_accounting's tail
+# truncation empties the PLD (an IndexError inside dp_accounting at μ ≈ 10⁹); ε there is
+# at most 0.0095 for 300 shifts (δ = 1e-4), so such phases are evaluated at this variance.
+MAX_VARIANCE = 1e7
 # Largest single-step grid (points) before the interval is coarsened; the answer stays valid.
 MAX_STEP_POINTS = 1 << 20
 _COARSE_GAP = 0.05
@@ -218,20 +222,27 @@ def skellam_pld_bracket(
 ) -> SkellamPldBracket:
     """Certified [ε_lower, ε_upper] at ``delta`` for the composition of Skellam unit shifts.
 
-    ``want_lower=False`` skips the optimistic PLD (ε_lower is then reported as 0).
+    ``want_lower=False`` skips the optimistic PLD (ε_lower is then reported as 0). A phase
+    with more variance than :data:`MAX_VARIANCE` is evaluated at that variance: still a
+    valid upper end (Sk(μ) = Sk(μ') + an independent Sk(μ − μ'), a post-processing), and the
+    lower end is then reported as 0.
     """
     validate_phases(phases)
     validate_delta(delta)
     if delta <= 2 * DELTA_SLACK:
         raise DPValueError(f"delta must exceed {2 * DELTA_SLACK:g} for the skellam-pld backend")
-    phases = sorted(phases, key=lambda p: p.variance)
+    clamped = any(p.variance > MAX_VARIANCE for p in phases)
+    phases = sorted(
+        (SkellamPhase(min(p.variance, MAX_VARIANCE), p.shifts) for p in phases),
+        key=lambda p: p.variance,
+    )
     shifts = sum(p.shifts for p in phases)
     coarse = _interval(phases, _COARSE_GAP)
     eps_coarse = _epsilon(phases, coarse, delta, True)
     floor = max(0.0, eps_coarse - shifts * coarse)  # a lower end of the coarse bracket
     h = min(coarse, _interval(phases, relative_gap * floor + absolute_gap))
     upper = eps_coarse if h == coarse else _epsilon(phases, h, delta, True)
-    lower = min(upper, _epsilon(phases, h, delta, False)) if want_lower else 0.0
+    lower = min(upper, _epsilon(phases, h, delta, False)) if want_lower and not clamped else 0.0
     return SkellamPldBracket(
         epsilon_lower=lower,
         epsilon_upper=upper,

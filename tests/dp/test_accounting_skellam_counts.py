@@ -16,9 +16,12 @@ from scipy import special
 from dp.accounting import AutoAccountant, PldAccountant, RdpAccountant, SkellamPldAccountant
 from dp.accounting.skellam_pld import (
     DELTA_SLACK,
+    MAX_VARIANCE,
+    SkellamPhase,
     composed_pld,
     log_skellam_tail_bound,
     skellam_log_pmf,
+    skellam_pld_bracket,
     support_half_width,
     unit_shift_pld,
 )
@@ -234,6 +237,15 @@ def test_monotone_in_variance_and_in_ones(log_mu: float, ones: int) -> None:
     base = bracket(ones, mu)
     assert bracket(ones, 1.25 * mu)[1] <= base[1]  # more noise: smaller ε
     assert bracket(ones + 1, mu)[1] >= base[1]  # more ones: larger ε
+
+
+def test_huge_variance_is_bounded_at_the_cap_not_an_error() -> None:
+    """Noise far beyond any useful ε (e.g. a calibration's upper end) still gets a valid
+    answer: the ε of MAX_VARIANCE (less noise), with no certified lower end."""
+    huge = skellam_pld_bracket([SkellamPhase(1.25e9, 50)], DELTA)
+    at_cap = skellam_pld_bracket([SkellamPhase(MAX_VARIANCE, 50)], DELTA)
+    assert huge.epsilon_upper == at_cap.epsilon_upper < 0.01
+    assert huge.epsilon_lower == 0.0 < at_cap.epsilon_lower
 
 
 def test_more_contributors_means_more_noise() -> None:

@@ -190,6 +190,29 @@ def test_capped_counts_and_dp_popularity() -> None:
         baselines.capped_counts(train, 0)
 
 
+@pytest.mark.filterwarnings("ignore::dp.rng.NonSecureRandomnessWarning")
+def test_private_popularity_uses_the_models_count_mechanism() -> None:
+    """The DP popularity baseline gets the federated release's exact Skellam accounting
+    (same noise for the same ε: a fair comparison) and integer noise on integer counts."""
+    from dp import DistributedSkellamCountsEvent, make_accountant
+    from dp.rng import SimulationRng
+
+    r = synthetic_ratings(200, 60, seed=3, mean_activity=10, min_activity=3)
+    train = leave_last_out(r).train
+    _, released, event, z = baselines.private_popularity(
+        train, cap=20, epsilon=1.0, delta=1e-4, noise_rng=SimulationRng(4)
+    )
+    assert isinstance(event, DistributedSkellamCountsEvent)
+    assert (event.max_ones, event.min_contributors, event.dimension) == (20, 1, 60)
+    assert event.total_variance <= (z * math.sqrt(20)) ** 2 * (1 + 1e-9)
+    accountant = make_accountant("auto").compose(event)
+    assert accountant.get_epsilon(1e-4) <= 1.0
+    assert accountant.active_backend == "skellam-pld"  # type: ignore[attr-defined]
+    assert 3.1 < z < 3.3  # the exact PLD's noise, not RDP's 3.5
+    noise = released - baselines.capped_counts(train, 20)
+    np.testing.assert_array_equal(noise, np.rint(noise))
+
+
 def test_ml100k_baseline_anchors(ml100k_dir: Path) -> None:
     split = leave_last_out(load_ratings(ml100k_dir))
     assert split.train.num_interactions == 99_057
