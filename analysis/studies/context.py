@@ -201,7 +201,8 @@ def _report(
         "# On-device context: HR@10 lift at the same ε",
         "",
         f"Data: {label}{' with SYNTHETIC context' if synthetic else ' with u.user'}; model "
-        f"`{kind}`; distributed DDG under SecAgg+ with secure noise; seeds {list(seeds)}. "
+        f"`{kind}`; distributed DP under SecAgg+ (counts: exact Skellam; float releases: DDG) "
+        f"with secure noise; seeds {list(seeds)}. "
         "Each (ε, seed) is trained once and every context variant re-scores the same "
         "released model on the devices, so ε and the uploads are identical across variants "
         "(the uploads are bit-identical whatever the context: "

@@ -7,7 +7,7 @@ Two parts:
    input of a popularity release (MovieLens 100K: 2048 coordinates, 8,205 bytes) — the
    distribution of the simulated round wall time and the fraction of devices offline or
    late.
-2. **Training through real SecAgg+** at a few deadlines (ε = 8, distributed DDG, secure
+2. **Training through real SecAgg+** at a few deadlines (ε = 8, distributed DP, secure
    noise, model ``popfeat+fcf`` with a Poisson cohort so there are several rounds): the
    offline and late devices are SecAgg dropouts at stages ``advertise`` and ``mask``; the
    planner sizes the noise shares for the simulator's expected loss; the ledger charges the
