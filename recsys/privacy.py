@@ -56,7 +56,7 @@ def accountant_name(events: Sequence[PrivacyEvent]) -> str:
     for event in events:
         accountant.compose(event)
     backend = getattr(accountant, "active_backend", "auto")
-    return f"privagg dp auto accountant ({backend}), add/remove-one-user adjacency"
+    return f"privagg dp auto accountant ({backend})"
 
 
 def _sampled(event: PrivacyEvent, rate: float) -> PrivacyEvent:

@@ -32,7 +32,7 @@ from dp.events import (
     PrivacyEvent,
     StratifiedPoissonSampledEvent,
 )
-from dp.ledger import PrivacyLedger
+from dp.ledger import ADJACENCIES, ADJACENCY_DESCRIPTIONS, PrivacyLedger, Provenance, Signer
 from recsys.channels import Channel, ChannelSpec, DropPlan, Release, make_channel
 from recsys.context import OnDeviceContext
 from recsys.devices import DeviceConfig, DeviceRound, DeviceSimulator
@@ -111,6 +111,7 @@ class TrainConfig:
     devices: DeviceConfig | None = None
     sampler: Literal["uniform", "stratified"] = "uniform"
     stratified: StratifiedConfig = field(default_factory=StratifiedConfig)
+    adjacency: Literal["zero-out", "add-remove"] = "zero-out"
 
     def __post_init__(self) -> None:
         if self.privacy not in PRIVACY_MODES:
@@ -138,6 +139,21 @@ class TrainConfig:
             raise ConfigError("the silo's dimension must equal the FCF dimension")
         if self.group_size < 2:
             raise ConfigError("group_size must be at least 2")
+        if self.adjacency not in ADJACENCIES:
+            raise ConfigError(f"adjacency must be one of {ADJACENCIES}, got {self.adjacency!r}")
+        if self.adjacency == "add-remove" and self.privacy == "distributed":
+            # Under add/remove the removed user's own noise share is missing from the
+            # neighbouring sum: the sums differ in variance on every coordinate, so the
+            # number of noise shares leaks (issue 15 obs. 9); the distributed-DP analyses
+            # (Kairouz-Liu-Steinke 2021, Agarwal-Kairouz-Liu 2021) and this accountant
+            # prove only the zero-out relation.
+            raise ConfigError(
+                "adjacency add-remove cannot be charged for distributed DP: the removed "
+                "user's own noise share is missing from the neighbouring sum, which changes "
+                "the noise variance of every coordinate and is not bounded by the accountant "
+                "(proved: zero-out with public participation); use --adjacency zero-out, or "
+                "--privacy central (trusted-server noise, where add/remove holds)"
+            )
         if self.mechanism not in ("discrete_gaussian", "skellam"):
             raise ConfigError("mechanism must be discrete_gaussian or skellam")
         if self.executor not in (None, "local", "ray"):
@@ -572,7 +588,7 @@ class Trainer:
             "epsilon_target": c.epsilon if c.privacy != "none" else math.inf,
             "delta": c.delta,
             "privacy": c.privacy,
-            "adjacency": "user-level add/remove (a user's whole history)",
+            "adjacency": ADJACENCY_DESCRIPTIONS[c.adjacency],
             "accountant": self.plan.accountant,
             "mechanism": self.channel.mechanism_name,
             "secure_noise": not c.simulation_noise,
@@ -655,11 +671,20 @@ def communication_summary(records: list[RoundRecord] | tuple[RoundRecord, ...]) 
     }
 
 
-def open_ledger(path: str, trainer: Trainer) -> PrivacyLedger:
+def open_ledger(
+    path: str,
+    trainer: Trainer,
+    *,
+    signing_key: Signer | None = None,
+    threat_model: str = "honest-but-curious",
+) -> PrivacyLedger:
     """Create the ``dp`` privacy ledger of a run at ``path`` (a new SQLite file).
 
     The budget policy is the run's (ε, δ) (none for ``privacy="none"``); the run id records
-    the explicit budget split and the noise of both kinds of release.
+    the explicit budget split and the noise of both kinds of release; the provenance says
+    how every release is made (noise source, aggregation, threat model, adjacency).
+    ``signing_key`` signs every row and the head (``None``: an unsigned ledger, which a
+    strict audit refuses).
     """
     config, plan = trainer.config, trainer.plan
     target = None if config.privacy == "none" else config.epsilon
@@ -669,6 +694,21 @@ def open_ledger(path: str, trainer: Trainer) -> PrivacyLedger:
         f"z_popularity={plan.popularity_noise:.6g} z_rounds={plan.round_noise:.6g} "
         f"rounds={plan.num_rounds} sampling_rate={plan.sampling_rate:.6g} seed={config.seed}"
     )
+    aggregation = {
+        "distributed": f"secagg-{config.secagg}",
+        "central": "central",
+        "none": "none",
+    }[config.privacy]
+    provenance = Provenance(
+        noise="simulated" if config.simulation_noise else "secure",
+        aggregation=aggregation,
+        threat_model="trusted-server" if config.privacy == "central" else threat_model,
+        adjacency=config.adjacency,
+    )
     return PrivacyLedger.create(
-        path, policy=BudgetPolicy(delta=config.delta, target_epsilon=target), run_id=run_id
+        path,
+        policy=BudgetPolicy(delta=config.delta, target_epsilon=target),
+        run_id=run_id,
+        signing_key=signing_key,
+        provenance=provenance,
     )

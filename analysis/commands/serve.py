@@ -62,6 +62,8 @@ _TRAIN = _COMMON | {
     "min_cohort",
     "threat_model",
     "ledger",
+    "signing_key",
+    "unsigned_ledger",
     "record_aggregates",
     "model_output",
 }
@@ -93,6 +95,16 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--config", required=True, metavar="JSON")
     parser.add_argument("--listen", metavar="HOST:PORT", help="override the config's address")
     parser.add_argument("--output", metavar="JSON", help="override the config's output path")
+    key = parser.add_mutually_exclusive_group()
+    key.add_argument(
+        "--signing-key",
+        metavar="FILE",
+        help="training job: Ed25519 PEM key signing the ledger (overrides 'signing_key'; "
+        "default: .privagg-ledger-key.pem beside the ledger's folder, generated on first use)",
+    )
+    key.add_argument(
+        "--unsigned", action="store_true", help="training job: write an unsigned ledger"
+    )
     parser.set_defaults(func=run)
 
 
@@ -153,6 +165,10 @@ def run(args: argparse.Namespace) -> int:
     # SIGTERM ends the job like Ctrl-C: clients learn it from the closed connection.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     if conf.get("kind", "aggregate") == "train":
+        if args.signing_key:
+            conf["signing_key"] = str(Path(args.signing_key).resolve())
+        if args.unsigned:
+            conf["unsigned_ledger"] = True
         return _serve_training(conf, rel, registry, tls, output, options)
     return _serve_aggregation(conf, registry, tls, output, options)
 
@@ -227,6 +243,37 @@ def _train_config(data: Mapping[str, Any], where: str) -> Any:
         raise ConfigError(f"{where}: bad train configuration ({exc})") from None
 
 
+def _open_signed_ledger(conf: Mapping[str, Any], rel: Any, trainer: Any) -> Any:
+    """The job's ledger, signed by the server's key unless ``unsigned_ledger`` is set."""
+    from dp.ledger.keys import resolve_signing_key
+    from recsys.trainer import open_ledger
+
+    ledger_path = rel(conf["ledger"], "ledger")
+    signer = None
+    if not conf.get("unsigned_ledger"):
+        key_path = rel(conf["signing_key"], "signing_key") if conf.get("signing_key") else None
+        signer = resolve_signing_key(key_path, ledger_path.parent)
+        print(
+            f"ledger signed by {signer.fingerprint} (key {signer.path}"
+            + (", new" if signer.generated else "")
+            + f"; public key {signer.public_hex})",
+            flush=True,
+        )
+    else:
+        print("ledger UNSIGNED (unsigned_ledger): a strict audit refuses it", flush=True)
+    threat = str(conf.get("threat_model") or "honest-but-curious").replace("_", "-")
+    if threat not in ("honest-but-curious", "malicious-server"):
+        threat = "unspecified"
+    return open_ledger(
+        str(ledger_path),
+        trainer,
+        signing_key=None if signer is None else signer.key,
+        threat_model=threat
+        if threat in ("honest-but-curious", "malicious-server")
+        else "unspecified",
+    )
+
+
 def _serve_training(
     conf: Mapping[str, Any],
     rel: Callable[[object, str], Path],
@@ -246,7 +293,7 @@ def _serve_training(
         split_from_histories,
         training_job,
     )
-    from recsys.trainer import RoundRecord, Trainer, open_ledger
+    from recsys.trainer import RoundRecord, Trainer
 
     where = "train job"
     config = _train_config(conf["train"], where)
@@ -275,7 +322,7 @@ def _serve_training(
             config = dataclasses.replace(config, eval_every=0)
     trainer = Trainer(split, features, config)
     if conf.get("ledger"):
-        trainer.ledger = open_ledger(str(rel(conf["ledger"], "ledger")), trainer)
+        trainer.ledger = _open_signed_ledger(conf, rel, trainer)
     job = training_job(
         trainer,
         min_cohort=int(conf.get("min_cohort", 2)),

@@ -26,6 +26,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from dp.ledger import ADJACENCIES
+from dp.ledger.keys import DEFAULT_KEY_NAME, LedgerKey, resolve_signing_key
 from dp.rng import NonSecureRandomnessWarning
 from recsys import baselines
 from recsys.context import (
@@ -223,6 +225,27 @@ def register(subparsers: Any) -> None:
         default=None,
         help="Ray cluster to join with --executor ray (e.g. 'auto'); default: start one",
     )
+    p.add_argument(
+        "--adjacency",
+        choices=ADJACENCIES,
+        default="zero-out",
+        help="neighbouring relation of the charged ε: zero-out (default; one user's history "
+        "replaced by zero, the user's noise share kept: what distributed DP proves) or "
+        "add-remove (noise included; only --privacy central or none)",
+    )
+    ledger_key = p.add_mutually_exclusive_group()
+    ledger_key.add_argument(
+        "--signing-key",
+        metavar="FILE",
+        default=None,
+        help="Ed25519 PEM key that signs every ledger row and the head (default: "
+        f"{DEFAULT_KEY_NAME} beside --out, generated on first use; never inside --out)",
+    )
+    ledger_key.add_argument(
+        "--unsigned",
+        action="store_true",
+        help="write an unsigned ledger (a strict audit refuses it)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -329,6 +352,7 @@ def _configs(args: argparse.Namespace, num_users: int) -> TrainConfig:
         simulation_noise=args.simulation_noise,
         executor=args.executor,
         ray_address=args.ray_address,
+        adjacency=args.adjacency,
         model=model,
         silo_users=args.silo_users,
         silo=SiloConfig(
@@ -473,6 +497,7 @@ def report_card_lines(card: dict[str, Any], extra: dict[str, Any]) -> list[str]:
         f"  data          {extra['data']}",
         f"  ε, δ          ε = {eps:.3f} (target {card['epsilon_target']}), δ = {card['delta']:g}",
         f"  accountant    {card['accountant']}",
+        f"  adjacency     {card['adjacency']}",
         f"  mechanism     {card['mechanism']} (secure noise: {card['secure_noise']})",
         f"  secure agg.   {card['secagg']}; dropout rate {card['dropout_rate']:.3g}, "
         f"{card['dropped_total']} device-rounds dropped",
@@ -552,7 +577,13 @@ def run(args: argparse.Namespace) -> int:
                 silo_ledger_path=silo_ledger,
                 context=_context(args, ratings, split),
             )
-            ledger = open_ledger(os.path.join(staging, "ledger.sqlite"), trainer)
+            # after every argument and plan check: a refused run leaves no key behind
+            signer = None if args.unsigned else resolve_signing_key(args.signing_key, out_dir)
+            ledger = open_ledger(
+                os.path.join(staging, "ledger.sqlite"),
+                trainer,
+                signing_key=None if signer is None else signer.key,
+            )
             trainer.ledger = ledger
             started = time.perf_counter()
             result = _train_with_progress(trainer, quiet=args.quiet)
@@ -560,6 +591,7 @@ def run(args: argparse.Namespace) -> int:
             extra: dict[str, Any] = {"data": ratings.label}
             if not args.no_baselines:
                 extra["baselines"] = _baselines(split, config, result.final)
+        published = ledger.publish_line()
         ledger.close()
         _write_metrics(os.path.join(staging, "metrics.csv"), result.records)
         _plot(
@@ -591,7 +623,20 @@ def run(args: argparse.Namespace) -> int:
     for line in report_card_lines(result.report_card, extra):
         print(line)
     print(f"wrote {out_dir}/metrics.csv, ledger.sqlite, summary.json, training.png")
+    print(_ledger_key_line(signer))
+    print(f"publish       {published}")
     return 0
+
+
+def _ledger_key_line(signer: LedgerKey | None) -> str:
+    """Which key signed the ledger (and where it lives), or that nothing did."""
+    if signer is None:
+        return "ledger        UNSIGNED (--unsigned): a strict audit refuses it"
+    made = "new key generated at" if signer.generated else "key"
+    return (
+        f"ledger        signed by {signer.fingerprint} ({made} {signer.path}; public key "
+        f"{signer.public_hex}, also in {signer.path}.pub)"
+    )
 
 
 def _train_with_progress(trainer: Trainer, *, quiet: bool) -> Any:

@@ -158,7 +158,7 @@ def test_tampering_is_detected(tmp_path: Path, name: str) -> None:
 
 def test_recomputed_chain_is_caught_by_signatures(tmp_path: Path) -> None:
     """An attacker without the key edits a row and recomputes every hash after it."""
-    from dp.ledger import _head_message, _sha256_hex
+    from dp.ledger import head_message as _head_message, sha256_hex as _sha256_hex
 
     key = Ed25519PrivateKey.generate()
     path = tmp_path / "l.db"
@@ -337,7 +337,7 @@ def test_undercharged_dropout_is_a_violation(tmp_path: Path) -> None:
     conn.close()
     data = json.loads(body)
     data["survivors"] = 3
-    from dp.ledger import LedgerMeta, _read_meta, _sha256_hex, canonical_bytes
+    from dp.ledger import LedgerMeta, canonical_bytes, read_meta as _read_meta, sha256_hex as _sha256_hex
 
     conn = sqlite3.connect(path)
     meta: LedgerMeta = _read_meta(conn)
@@ -428,4 +428,8 @@ def test_server_signing_key_from_secagg_is_accepted(tmp_path: Path) -> None:
     again = PrivacyLedger.open(path, signing_key=key)
     again.record_round(round_index=2, event=GAUSS, cohort_size=5, survivors=5)
     again.close()
-    assert audit_ledger(path).signatures_verified
+    assert audit_ledger(path, public_key=key.public_bytes.hex()).signatures_verified
+    # without a pinned key the signatures only show the file is self-consistent
+    unpinned = audit_ledger(path)
+    assert unpinned.ok and not unpinned.signatures_verified and not unpinned.strict_ok
+    assert unpinned.key_status == "self-signed: not verified"

@@ -1,0 +1,104 @@
+"""The server's ledger signing key: load it, or generate it once, outside the published run.
+
+The key is an Ed25519 private key in an unencrypted PKCS#8 PEM file readable by its owner
+only (mode 0600). Beside it, ``<key>.pub`` holds the raw public key in hex: what the
+operator publishes and an auditor pins (``privagg audit --public-key``). A run folder that
+is published must never contain the private key, so the default location is *beside* the
+output folder, never inside it (:func:`default_key_path`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    load_pem_private_key,
+)
+
+from dp.errors import LedgerError
+from dp.ledger.schema import key_fingerprint, public_key_hex
+
+DEFAULT_KEY_NAME = ".privagg-ledger-key.pem"
+
+
+@dataclass(frozen=True)
+class LedgerKey:
+    """A loaded signing key, where it lives and whether it was just generated."""
+
+    key: Ed25519PrivateKey
+    path: Path
+    generated: bool
+
+    @property
+    def public_hex(self) -> str:
+        return public_key_hex(self.key)
+
+    @property
+    def fingerprint(self) -> str:
+        return key_fingerprint(self.public_hex)
+
+
+def default_key_path(out_dir: str | Path) -> Path:
+    """The default key file for runs written to ``out_dir``: in its parent folder."""
+    return Path(os.path.abspath(out_dir)).parent / DEFAULT_KEY_NAME
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def load_signing_key(path: str | Path) -> Ed25519PrivateKey:
+    """Read an Ed25519 private key (PKCS#8 PEM); ``LedgerError`` with the reason otherwise."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise LedgerError(f"cannot read the signing key {path}: {exc.strerror or exc}") from None
+    try:
+        key = load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise LedgerError(f"{path} is not an unencrypted PEM private key: {exc}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise LedgerError(f"{path} holds a {type(key).__name__}, not an Ed25519 key")
+    return key
+
+
+def generate_signing_key(path: str | Path) -> Ed25519PrivateKey:
+    """Create a new key at ``path`` (mode 0600, never overwriting) and ``<path>.pub``."""
+    path = Path(path)
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise LedgerError(f"{path} already exists; not overwriting a key") from None
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+    Path(str(path) + ".pub").write_text(public_key_hex(key) + "\n", encoding="utf-8")
+    return key
+
+
+def resolve_signing_key(path: str | Path | None, out_dir: str | Path) -> LedgerKey:
+    """The key a run signs its ledger with: ``path`` if given (it must exist: a mistyped
+    path never silently becomes a new key), else the default beside ``out_dir``, generated
+    on first use. A key inside ``out_dir`` (the folder that gets published) is refused."""
+    key_path = Path(path) if path is not None else default_key_path(out_dir)
+    if _inside(key_path, Path(out_dir)):
+        raise LedgerError(
+            f"the signing key {key_path} would be inside the published run folder {out_dir}; "
+            "keep it outside"
+        )
+    if key_path.exists() or path is not None:
+        return LedgerKey(load_signing_key(key_path), key_path, generated=False)
+    return LedgerKey(generate_signing_key(key_path), key_path, generated=True)
