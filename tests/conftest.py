@@ -1,5 +1,8 @@
 """Fixtures shared by every test folder.
 
+``_private_config_home`` (automatic): the ledger signing key's default folder points into the
+session's temporary folder.
+
 ``ray_runtime``: one local Ray instance for the whole test session. Every test that runs a
 :class:`recsys.executors.RayExecutor` requests it, so the executors attach to this instance
 instead of starting and shutting down their own (re-initializing Ray in one process, with
@@ -18,6 +21,21 @@ from typing import Any
 import pytest
 
 RAY_LOGICAL_CPUS = 4
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_config_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Runs sign their ledgers with a key generated in the user's configuration folder:
+    point it at a session folder so the suite never writes into the real home."""
+    import os
+
+    old = os.environ.get("XDG_CONFIG_HOME")
+    os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("config-home"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_CONFIG_HOME", None)
+    else:
+        os.environ["XDG_CONFIG_HOME"] = old
 
 
 @pytest.fixture(scope="session")

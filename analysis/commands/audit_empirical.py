@@ -7,8 +7,10 @@ claimed ε and the ideal bound for that many guesses, and writes ``audit.json`` 
 ``roc.png`` (the attack's ROC against the trade-off curve the claimed (ε, δ) allows).
 ``--mechanism gaussian`` is the self-check on a plain Gaussian mechanism (``--noise-scale
 0.1`` or ``--uncharged-rounds`` break it on purpose); ``--mechanism distributed`` audits
-privagg's SecAgg + distributed discrete Gaussian path, with the noise multiplier and rounds
-of a ``privagg train`` run (``--from-run DIR``) or given explicitly. Exit code 1 when the
+privagg's SecAgg + distributed-noise path: with ``--from-run DIR`` the mechanism the run
+released, read from its ledger (distributed discrete Gaussian or Skellam FCF rounds, else
+the Skellam count release), or a refusal with the reason; or the discrete Gaussian with a
+noise multiplier and rounds given explicitly. Exit code 1 when the
 audit rejects the claim.
 
 ``attack`` runs the attack suite (rated-set inference against sparse / plaintext-FCF /
@@ -22,8 +24,9 @@ import argparse
 import json
 import math
 import os
+import sqlite3
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -40,6 +43,7 @@ from analysis.audit_empirical import (
     OneRunAudit,
     audit_distributed_dp,
     audit_gaussian_mechanism,
+    audit_skellam_counts,
     empirical_roc,
     gaussian_canary_scores,
     gaussian_sigma_for_epsilon,
@@ -122,7 +126,9 @@ def register(subparsers: Any) -> None:
 
 
 def run_noise_parameters(path: str) -> tuple[float, int, float, float]:
-    """(z, releases, claimed ε, δ) of a privagg train run, from its summary.json."""
+    """(z, releases, claimed ε, δ) of a privagg train run, from its summary.json (the FCF
+    rounds' noise, else the popularity release's). :func:`run_release` also says which
+    mechanism the run released; the canary audit uses that."""
     try:
         with open(os.path.join(path, "summary.json"), encoding="utf-8") as fh:
             card = json.load(fh)["report_card"]
@@ -135,6 +141,99 @@ def run_noise_parameters(path: str) -> tuple[float, int, float, float]:
     if z <= 0 or rounds == 0:  # popularity-only model: one release with its own noise
         z, rounds = float(card["popularity_noise_multiplier"]), 1
     return z, rounds, float(card["epsilon"]), float(card["delta"])
+
+
+@dataclass(frozen=True)
+class RunRelease:
+    """What a ``privagg train`` run released, as its ledger records it: the mechanism the
+    audit must simulate, its noise, the number of releases, and the run's claimed (ε, δ)."""
+
+    mechanism: str  # "discrete_gaussian" | "skellam" | "skellam_counts"
+    noise_multiplier: float
+    rounds: int
+    claimed_epsilon: float
+    delta: float
+    total_variance: float = 0.0  # skellam_counts: guaranteed variance of each count
+
+
+def run_release(path: str) -> RunRelease:
+    """The audited release of a run: its FCF rounds if it has any, else its count release.
+
+    Read from the run's ledger (``ledger.sqlite``, opened read-only), so the audit simulates
+    the mechanism that was really released; a mechanism the audit cannot simulate is
+    refused with the reason (:class:`AuditInputError`).
+    """
+    from dp.charging import leaf_events
+    from dp.errors import DPError
+    from dp.events import (
+        DistributedDiscreteGaussianEvent,
+        DistributedSkellamCountsEvent,
+        DistributedSkellamEvent,
+        NoOpEvent,
+    )
+    from dp.ledger import connect_readonly, read_entries
+
+    try:
+        with open(os.path.join(path, "summary.json"), encoding="utf-8") as fh:
+            card = json.load(fh)["report_card"]
+    except (OSError, KeyError, ValueError) as exc:
+        raise AuditInputError(f"--from-run {path}: not a privagg train output ({exc})") from None
+    if card.get("privacy") == "none":
+        raise AuditInputError("--from-run: that run has no DP (ε = ∞); nothing to audit")
+    ledger = os.path.join(path, "ledger.sqlite")
+    try:
+        conn = connect_readonly(ledger)
+        try:
+            entries = read_entries(conn)
+        finally:
+            conn.close()
+    except (DPError, sqlite3.DatabaseError) as exc:
+        raise AuditInputError(
+            f"--from-run {path}: cannot read the run's ledger to tell which mechanism it "
+            f"released ({exc})"
+        ) from None
+    rounds: dict[type, list[Any]] = {}
+    for e in entries:
+        if e.status != "released":
+            continue
+        leaves = [leaf for leaf in leaf_events(e.charged) if not isinstance(leaf, NoOpEvent)]
+        kinds = {type(leaf) for leaf in leaves}
+        if len(kinds) != 1:
+            raise AuditInputError(
+                f"--from-run: round {e.round_index} released {sorted(k.__name__ for k in kinds)}"
+                "; the canary audit simulates one distributed mechanism per release"
+            )
+        rounds.setdefault(kinds.pop(), []).extend(leaves)
+    claimed, delta = float(card["epsilon"]), float(card["delta"])
+    model = {
+        DistributedDiscreteGaussianEvent: "discrete_gaussian",
+        DistributedSkellamEvent: "skellam",
+    }
+    fcf = [k for k in rounds if k in model]
+    if fcf and float(card.get("round_noise_multiplier") or 0.0) > 0:
+        return RunRelease(
+            model[fcf[0]],
+            float(card["round_noise_multiplier"]),
+            len(rounds[fcf[0]]),
+            claimed,
+            delta,
+        )
+    counts = rounds.get(DistributedSkellamCountsEvent)
+    if counts:
+        variance = min(leaf.total_variance for leaf in counts)
+        return RunRelease(
+            "skellam_counts",
+            float(card.get("popularity_noise_multiplier") or 0.0),
+            len(counts),
+            claimed,
+            delta,
+            total_variance=variance,
+        )
+    released = sorted({k.__name__ for k in rounds}) or ["nothing"]
+    raise AuditInputError(
+        f"--from-run: the run released {', '.join(released)}; the canary audit simulates the "
+        "distributed discrete Gaussian, distributed Skellam and Skellam count releases only"
+    )
 
 
 def plot_roc(
@@ -214,29 +313,63 @@ def run_audit(args: argparse.Namespace) -> int:
     else:
         claimed: float | None = None
         delta = args.delta
+        noise = "discrete_gaussian"
+        counts_variance = 0.0
         if args.from_run:
-            z, rounds, claimed, delta = run_noise_parameters(args.from_run)
+            release = run_release(args.from_run)
+            z, rounds, claimed, delta = (
+                release.noise_multiplier,
+                release.rounds,
+                release.claimed_epsilon,
+                release.delta,
+            )
+            noise, counts_variance = release.mechanism, release.total_variance
         else:
             if args.noise_multiplier is None or args.rounds is None:
                 raise AuditInputError("give --from-run or both --noise-multiplier and --rounds")
             z, rounds = args.noise_multiplier, args.rounds
-        what = f"distributed DP under SecAgg, z = {z:.4g} × {args.noise_scale:g}, {rounds} rounds"
-        mu = math.sqrt(rounds) / z
-        if claimed is None:
-            # the claim is what the accountant says for the configured (unbroken) noise
-            import dp
+        if noise == "skellam_counts":
+            variance = counts_variance * args.noise_scale**2
+            what = (
+                f"Skellam count release under SecAgg, noise variance {counts_variance:.4g} × "
+                f"{args.noise_scale:g}², {rounds} release(s)"
+            )
+            mu = math.sqrt(rounds / counts_variance)
+            assert claimed is not None  # a run always states its ε
+            res = audit_skellam_counts(
+                canaries=args.canaries,
+                total_variance=variance,
+                rounds=rounds,
+                delta=delta,
+                k_plus=args.guesses,
+                epsilon_claimed=claimed,
+                honest_clients=args.honest_clients,
+                seed=args.seed,
+            )
+        else:
+            what = (
+                f"distributed DP under SecAgg ({noise.replace('_', ' ')}), z = {z:.4g} × "
+                f"{args.noise_scale:g}, {rounds} rounds"
+            )
+            mu = math.sqrt(rounds) / z
+            if claimed is None:
+                # the claim is what the accountant says for the configured (unbroken) noise
+                import dp
 
-            claimed = dp.epsilon(noise_multiplier=z, sampling_rate=1.0, steps=rounds, delta=delta)
-        res = audit_distributed_dp(
-            canaries=args.canaries,
-            noise_multiplier=z * args.noise_scale,
-            rounds=rounds,
-            delta=delta,
-            k_plus=args.guesses,
-            epsilon_claimed=claimed,
-            honest_clients=args.honest_clients,
-            seed=args.seed,
-        )
+                claimed = dp.epsilon(
+                    noise_multiplier=z, sampling_rate=1.0, steps=rounds, delta=delta
+                )
+            res = audit_distributed_dp(
+                canaries=args.canaries,
+                noise_multiplier=z * args.noise_scale,
+                rounds=rounds,
+                delta=delta,
+                k_plus=args.guesses,
+                epsilon_claimed=claimed,
+                honest_clients=args.honest_clients,
+                seed=args.seed,
+                noise="skellam" if noise == "skellam" else "discrete_gaussian",
+            )
         audit, scores, included = res.audit, res.scores, res.included
     print(f"empirical one-run audit: {what}")
     print(

@@ -100,7 +100,7 @@ def register(subparsers: Any) -> None:
         "--signing-key",
         metavar="FILE",
         help="training job: Ed25519 PEM key signing the ledger (overrides 'signing_key'; "
-        "default: .privagg-ledger-key.pem beside the ledger's folder, generated on first use)",
+        "default: $XDG_CONFIG_HOME/privagg/ledger-key.pem, generated on first use)",
     )
     key.add_argument(
         "--unsigned", action="store_true", help="training job: write an unsigned ledger"
@@ -252,7 +252,7 @@ def _open_signed_ledger(conf: Mapping[str, Any], rel: Any, trainer: Any) -> Any:
     signer = None
     if not conf.get("unsigned_ledger"):
         key_path = rel(conf["signing_key"], "signing_key") if conf.get("signing_key") else None
-        signer = resolve_signing_key(key_path, ledger_path.parent)
+        signer = resolve_signing_key(key_path, None)
         print(
             f"ledger signed by {signer.fingerprint} (key {signer.path}"
             + (", new" if signer.generated else "")
@@ -390,5 +390,8 @@ def _serve_training(
             np.savez(handle, **arrays)
         print(f"wrote the public model to {model_path}", flush=True)
     print(f"epsilon {card.get('epsilon', 0.0):.4g} (delta {config.delta:g})", flush=True)
+    if trainer.ledger is not None:
+        print(f"ledger publish line: {trainer.ledger.publish_line()}", flush=True)
+        trainer.ledger.close()
     print(f"wrote {output}", flush=True)
     return 0

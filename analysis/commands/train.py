@@ -239,7 +239,8 @@ def register(subparsers: Any) -> None:
         metavar="FILE",
         default=None,
         help="Ed25519 PEM key that signs every ledger row and the head (default: "
-        f"{DEFAULT_KEY_NAME} beside --out, generated on first use; never inside --out)",
+        f"$XDG_CONFIG_HOME/privagg/{DEFAULT_KEY_NAME}, else ~/.config/privagg/, generated on "
+        "first use; never inside --out)",
     )
     ledger_key.add_argument(
         "--unsigned",

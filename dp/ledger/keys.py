@@ -3,8 +3,10 @@
 The key is an Ed25519 private key in an unencrypted PKCS#8 PEM file readable by its owner
 only (mode 0600). Beside it, ``<key>.pub`` holds the raw public key in hex: what the
 operator publishes and an auditor pins (``privagg audit --public-key``). A run folder that
-is published must never contain the private key, so the default location is *beside* the
-output folder, never inside it (:func:`default_key_path`).
+is published must never contain the private key, so the default key lives in the user's
+configuration folder (``$XDG_CONFIG_HOME/privagg/``, else ``~/.config/privagg/``), one
+server identity for every run (:func:`default_key_path`), and a key inside the published
+folder is refused.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from cryptography.hazmat.primitives.serialization import (
 from dp.errors import LedgerError
 from dp.ledger.schema import key_fingerprint, public_key_hex
 
-DEFAULT_KEY_NAME = ".privagg-ledger-key.pem"
+DEFAULT_KEY_NAME = "ledger-key.pem"
 
 
 @dataclass(frozen=True)
@@ -44,9 +46,10 @@ class LedgerKey:
         return key_fingerprint(self.public_hex)
 
 
-def default_key_path(out_dir: str | Path) -> Path:
-    """The default key file for runs written to ``out_dir``: in its parent folder."""
-    return Path(os.path.abspath(out_dir)).parent / DEFAULT_KEY_NAME
+def default_key_path() -> Path:
+    """The default key file: ``privagg/ledger-key.pem`` in the user's configuration folder."""
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "privagg" / DEFAULT_KEY_NAME
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -78,23 +81,29 @@ def generate_signing_key(path: str | Path) -> Ed25519PrivateKey:
     path = Path(path)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         raise LedgerError(f"{path} already exists; not overwriting a key") from None
+    except OSError as exc:
+        raise LedgerError(
+            f"cannot create the ledger signing key {path}: {exc.strerror or exc} "
+            "(give --signing-key FILE, or --unsigned)"
+        ) from None
     with os.fdopen(fd, "wb") as fh:
         fh.write(pem)
     Path(str(path) + ".pub").write_text(public_key_hex(key) + "\n", encoding="utf-8")
     return key
 
 
-def resolve_signing_key(path: str | Path | None, out_dir: str | Path) -> LedgerKey:
+def resolve_signing_key(path: str | Path | None, out_dir: str | Path | None) -> LedgerKey:
     """The key a run signs its ledger with: ``path`` if given (it must exist: a mistyped
-    path never silently becomes a new key), else the default beside ``out_dir``, generated
-    on first use. A key inside ``out_dir`` (the folder that gets published) is refused."""
-    key_path = Path(path) if path is not None else default_key_path(out_dir)
-    if _inside(key_path, Path(out_dir)):
+    path never silently becomes a new key), else :func:`default_key_path`, generated on
+    first use. A key inside ``out_dir`` (the folder that gets published, if any) is
+    refused."""
+    key_path = Path(path) if path is not None else default_key_path()
+    if out_dir is not None and _inside(key_path, Path(out_dir)):
         raise LedgerError(
             f"the signing key {key_path} would be inside the published run folder {out_dir}; "
             "keep it outside"

@@ -264,6 +264,13 @@ class PrivacyLedger:
             )
         if status == "aborted" and (survivors or users):
             raise DPValueError("an aborted round has no survivors and no participants")
+        if status == "released" and survivors is None:
+            shares = min_contributors(event)
+            if shares is not None and shares > cohort_size:
+                raise DPValueError(
+                    f"the event guarantees {shares} noise shares but the cohort has only "
+                    f"{cohort_size} clients"
+                )
         prov = provenance if provenance is not None else self.meta.provenance
         noise = "simulated" if _insecure_noise(event) else prov.noise
         if noise == "unspecified":  # the event's own generator flag says it

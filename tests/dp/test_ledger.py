@@ -158,7 +158,8 @@ def test_tampering_is_detected(tmp_path: Path, name: str) -> None:
 
 def test_recomputed_chain_is_caught_by_signatures(tmp_path: Path) -> None:
     """An attacker without the key edits a row and recomputes every hash after it."""
-    from dp.ledger import head_message as _head_message, sha256_hex as _sha256_hex
+    from dp.ledger import head_message as _head_message
+    from dp.ledger import sha256_hex as _sha256_hex
 
     key = Ed25519PrivateKey.generate()
     path = tmp_path / "l.db"
@@ -337,7 +338,9 @@ def test_undercharged_dropout_is_a_violation(tmp_path: Path) -> None:
     conn.close()
     data = json.loads(body)
     data["survivors"] = 3
-    from dp.ledger import LedgerMeta, canonical_bytes, read_meta as _read_meta, sha256_hex as _sha256_hex
+    from dp.ledger import LedgerMeta, canonical_bytes
+    from dp.ledger import read_meta as _read_meta
+    from dp.ledger import sha256_hex as _sha256_hex
 
     conn = sqlite3.connect(path)
     meta: LedgerMeta = _read_meta(conn)
