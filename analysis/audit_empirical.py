@@ -384,8 +384,9 @@ def audit_skellam_counts(
     """Audit the integer count release (distributed Skellam counts) with canary clients.
 
     Each canary contributes a one on its own coordinate (a count of 1: the unit a user moves
-    a count by) when its coin says so; honest clients contribute random 0/1 counts; every
-    client adds a Skellam share drawn by ``dp.skellam`` so the summed noise has variance at
+    a count by) when its coin says so; the coordinates are canary items that no honest
+    client counts, so honest clients contribute only their noise shares; every client adds
+    a Skellam share drawn by ``dp.skellam`` so the summed noise has variance at
     least ``total_variance`` (the guaranteed variance of the release, from its event). The
     attack scores each canary by its count, summed over ``rounds`` releases.
     """
@@ -406,8 +407,7 @@ def audit_skellam_counts(
         warnings.simplefilter("ignore", NonSecureRandomnessWarning)
         rng = SimulationRng(seed)
         for _ in range(rounds):
-            agg = included.astype(np.int64)
-            agg += (sim.random((honest_clients, canaries)) < 0.1).sum(axis=0)
+            agg = included.astype(np.int64)  # canary items: only their canary counts them
             shares = dp.skellam(share_variance, canaries * n_clients, rng)
             agg += shares.reshape(n_clients, canaries).sum(axis=0)
             totals += agg

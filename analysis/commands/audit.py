@@ -255,10 +255,13 @@ def _print_report(
                 f"{_fmt(r.replayed):>10}   [{_fmt(r.independent_lower)}, "
                 f"{_fmt(r.independent_upper)}]   {r.noise} / {r.aggregation}{flag}"
             )
-    print(
-        f"  final ε: {_fmt(report.final_epsilon)}   users: {report.users}   "
-        f"max per-user ε: {_fmt(report.max_user_epsilon)}"
-    )
+    if report.tampered:
+        print("  accounting not replayed: the file failed verification")
+    else:
+        print(
+            f"  final ε: {_fmt(report.final_epsilon)}   users: {report.users}   "
+            f"max per-user ε: {_fmt(report.max_user_epsilon)}"
+        )
     if report.user_epsilon_method:
         print(f"  per-user ε: {report.user_epsilon_method}")
     if extra is not None:

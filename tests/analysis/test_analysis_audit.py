@@ -233,3 +233,47 @@ def test_audit_empirical_flag_usage_errors_exit_2(
     err = capsys.readouterr().err
     assert err.startswith("privagg audit: error:") and fragment in err
     assert err.count("\n") == 1
+
+
+def _tiny_run(out: Path, *extra: str) -> None:
+    argv = ["train", "--data", "synthetic", "--users", "40", "--items", "30", "--quiet"]
+    argv += ["--no-baselines", "--unsigned", "--eval-every", "0", *extra, "--out", str(out)]
+    assert main(argv) == 0
+
+
+def test_from_run_audits_the_released_mechanism(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The canary audit simulates what the run's ledger says was released (issue 16: it
+    audited the discrete-Gaussian float path of a run that released Skellam counts)."""
+    from analysis.commands.audit_empirical import run_release
+
+    _tiny_run(tmp_path / "counts", "--model", "popfeat", "--epsilon", "1")
+    _tiny_run(tmp_path / "sk", "--model", "popfeat+fcf", "--rounds", "1", "--mechanism", "skellam")
+    _tiny_run(tmp_path / "ddg", "--model", "popfeat+fcf", "--rounds", "1")
+    counts = run_release(str(tmp_path / "counts"))
+    assert counts.mechanism == "skellam_counts" and counts.rounds == 1
+    assert counts.total_variance > 0
+    assert run_release(str(tmp_path / "sk")).mechanism == "skellam"
+    assert run_release(str(tmp_path / "ddg")).mechanism == "discrete_gaussian"
+    capsys.readouterr()
+    common = ["--canaries", "400", "--guesses", "20"]
+    assert main(["audit", "--empirical", "--from-run", str(tmp_path / "counts"), *common]) == 0
+    assert "Skellam count release" in capsys.readouterr().out
+    assert main(["audit", "--empirical", "--from-run", str(tmp_path / "sk"), *common]) == 0
+    assert "(skellam)" in capsys.readouterr().out
+    # broken noise on the count path is still rejected
+    broken = ["--canaries", "2000", "--guesses", "300", "--noise-scale", "0.02"]
+    assert main(["audit", "--empirical", "--from-run", str(tmp_path / "counts"), *broken]) == 1
+
+
+def test_from_run_refuses_what_it_cannot_simulate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _tiny_run(tmp_path / "central", "--privacy", "central", "--model", "popfeat")
+    assert main(["audit", "--empirical", "--from-run", str(tmp_path / "central")]) == 2
+    err = capsys.readouterr().err
+    assert "simulates the distributed" in err and err.count("\n") == 1
+    (tmp_path / "central" / "ledger.sqlite").unlink()
+    assert main(["audit", "--empirical", "--from-run", str(tmp_path / "central")]) == 2
+    assert "cannot read the run's ledger" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -436,3 +437,126 @@ def test_server_signing_key_from_secagg_is_accepted(tmp_path: Path) -> None:
     unpinned = audit_ledger(path)
     assert unpinned.ok and not unpinned.signatures_verified and not unpinned.strict_ok
     assert unpinned.key_status == "self-signed: not verified"
+
+
+def test_per_user_epsilon_is_tight_with_full_participation(tmp_path: Path) -> None:
+    """Everyone takes part in every round: each user's ε is the run's ε (the tight backend),
+    not a loose RDP bound at an order tuned for another ε (issue 16: 9.24 printed for ε = 4)."""
+    full = PoissonSampledEvent(sampling_probability=1.0, event=GaussianEvent(noise_multiplier=2.0))
+    path = tmp_path / "l.db"
+    ledger = PrivacyLedger.create(path, policy=BudgetPolicy(delta=DELTA, target_epsilon=10.0))
+    users = [f"user{i}" for i in range(6)]
+    for r in range(4):
+        ledger.record_round(
+            round_index=r, event=full, cohort_size=6, survivors=6, participants=users
+        )
+    ledger.close()
+    report = audit_ledger(path)
+    assert report.max_user_epsilon is not None
+    assert report.max_user_epsilon == pytest.approx(report.final_epsilon, rel=1e-9)
+    assert "pld backend" in report.user_epsilon_method
+    # sampled users: no amplification for a known participant, yet never a vacuous number
+    sampled = tmp_path / "s.db"
+    make_ledger(sampled).close()
+    rep = audit_ledger(sampled)
+    assert rep.max_user_epsilon is not None and rep.final_epsilon < rep.max_user_epsilon < 20
+
+
+def test_per_user_epsilon_under_the_filter_never_exceeds_the_target(tmp_path: Path) -> None:
+    policy = BudgetPolicy(delta=DELTA, user_epsilon=4.0, exclude_users=True)
+    path = tmp_path / "l.db"
+    ledger = PrivacyLedger.create(path, policy=policy)
+    quiet = PoissonSampledEvent(0.05, GaussianEvent(noise_multiplier=4.0))
+    excluded = 0
+    for r in range(40):
+        adm = ledger.admit(["alice", f"u{r}"], quiet)
+        excluded += len(adm.excluded)
+        ledger.record_round(
+            round_index=r, event=quiet, cohort_size=2, survivors=2, participants=adm.admitted
+        )
+    ledger.close()
+    assert excluded > 0  # alice hit her budget
+    report = audit_ledger(path)
+    assert report.ok and report.max_user_epsilon is not None
+    assert 0 < report.max_user_epsilon <= 4.0
+    assert "Rényi filter" in report.user_epsilon_method
+
+
+def test_consistency_findings_are_typed(tmp_path: Path) -> None:
+    """Impossible counts written by a lying (key-holding) writer: typed findings, exit 1."""
+    key = Ed25519PrivateKey.generate()
+    path = tmp_path / "l.db"
+    ledger = PrivacyLedger.create(
+        path, policy=BudgetPolicy(delta=DELTA, target_epsilon=10.0), signing_key=key
+    )
+    ledger.record_round(round_index=0, event=DDG, cohort_size=10, survivors=9)
+    ledger.close()
+    with pytest.raises(DPValueError):
+        PrivacyLedger.open(path, signing_key=key).record_round(
+            round_index=1, event=GAUSS, cohort_size=2, participants=["a", "b", "c"]
+        )
+    from dp.ledger import head_message, sha256_hex
+
+    conn = sqlite3.connect(path)
+    (body,) = conn.execute("SELECT body FROM rounds WHERE seq = 0").fetchone()
+    (meta_text,) = conn.execute("SELECT body FROM meta").fetchone()
+    conn.close()
+    from dp.ledger import LedgerMeta, canonical_bytes
+
+    data = json.loads(body)
+    data["survivors"] = 12  # more survivors than the cohort
+    new_body = canonical_bytes(data).decode()
+    genesis = LedgerMeta.from_dict(json.loads(meta_text)).genesis_hash()
+    row_hash = sha256_hex(bytes.fromhex(genesis), new_body.encode())
+    tamper(
+        path,
+        f"UPDATE rounds SET body = '{new_body}', row_hash = '{row_hash}', "
+        f"signature = '{key.sign(bytes.fromhex(row_hash)).hex()}' WHERE seq = 0",
+        f"UPDATE head SET head_hash = '{row_hash}', "
+        f"signature = '{key.sign(head_message(1, row_hash)).hex()}'",
+    )
+    report = audit_ledger(path, public_key=_key_hex(key))
+    assert report.signatures_verified and not report.tampered
+    kinds = {(f.kind, f.round_index) for f in report.findings}
+    assert ("impossible", 0) in kinds and not report.ok
+    assert audit_exit(path, "--public-key", _key_hex(key)) == 1
+
+
+def test_train_signs_by_default_with_a_key_outside_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    small = ["train", "--data", "synthetic", "--users", "30", "--items", "20", "--quiet"]
+    small += ["--no-baselines"]
+    assert cli.main([*small, "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    key = tmp_path / "cfg" / "privagg" / "ledger-key.pem"
+    assert key.is_file() and (key.stat().st_mode & 0o777) == 0o600
+    assert "new key generated at" in out and "publish       privagg-ledger/2 run=" in out
+    assert not any(p.suffix in (".pem", ".pub") for p in (tmp_path / "a").rglob("*"))
+    pub = Path(str(key) + ".pub")
+    assert audit_exit(tmp_path / "a" / "ledger.sqlite", "--public-key", str(pub)) == 0
+    assert audit_exit(tmp_path / "a" / "ledger.sqlite", "--strict") == 1  # nothing pinned
+    # generated once: the next run is signed by the same key
+    assert cli.main([*small, "--out", str(tmp_path / "b")]) == 0
+    assert "new key" not in capsys.readouterr().out
+    assert audit_exit(tmp_path / "b" / "ledger.sqlite", "--public-key", str(pub), "--strict") == 0
+    # a named key must exist; a key inside the published folder is refused
+    assert (
+        cli.main(
+            [*small, "--signing-key", str(tmp_path / "nope.pem"), "--out", str(tmp_path / "c")]
+        )
+        == 2
+    )
+    (tmp_path / "d").mkdir()
+    shutil.copy(key, tmp_path / "d" / "k.pem")
+    assert (
+        cli.main(
+            [*small, "--signing-key", str(tmp_path / "d" / "k.pem"), "--out", str(tmp_path / "d")]
+        )
+        == 2
+    )
+    assert "inside the published run folder" in capsys.readouterr().err
+    assert cli.main([*small, "--unsigned", "--out", str(tmp_path / "e")]) == 0
+    assert "UNSIGNED" in capsys.readouterr().out
+    assert audit_ledger(tmp_path / "e" / "ledger.sqlite").key_status == "unsigned"
