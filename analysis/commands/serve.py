@@ -31,7 +31,11 @@ noise, which they only accept when started with ``--simulation-noise``). ``catal
 public item table (features: a float ``.npy`` of num_items rows, optional). ``evaluation``
 (optional) is the operator's own evaluation data; without it nothing is evaluated.
 ``model_output`` (optional) receives the final public model (``.npz``: released
-popularity, item factors and biases, active items); ``ledger`` a new ``dp`` ledger.
+popularity, item factors and biases, active items); ``ledger`` a new ``dp`` ledger, signed
+with the server's Ed25519 key: ``signing_key`` (a PEM file; ``--signing-key``) or, when
+absent, ``$XDG_CONFIG_HOME/privagg/ledger-key.pem`` generated on first use (its fingerprint
+and public key are printed, and the ledger's publish line at the end); ``unsigned_ledger:
+true`` (``--unsigned``) writes an unsigned ledger, which a strict audit refuses.
 
 Relative paths are relative to the config file. The server prints ``listening on
 HOST:PORT``, one line per network round and per release, and rewrites ``output`` after every

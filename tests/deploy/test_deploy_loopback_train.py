@@ -154,6 +154,10 @@ def test_deploy_twenty_processes_train_with_kills(tmp_path: Path) -> None:
     model = np.load(tmp_path / "model.npz")
     assert model["item_factors"].shape == (40, 3) and np.isfinite(model["item_factors"]).all()
     assert (tmp_path / "ledger.sqlite").exists()
+    from dp.ledger import audit_ledger
+
+    ledger = audit_ledger(tmp_path / "ledger.sqlite")  # signed by the server's key by default
+    assert ledger.ok and ledger.signed and ledger.provenance["aggregation"]
     for cid, proc in devices.items():
         if cid in KILLS:
             assert proc.returncode == -signal.SIGKILL
