@@ -44,7 +44,14 @@ from dp.accounting import rdp_analysis as ra
 from dp.accounting.base import Accountant, SampledMechanism, normalize
 from dp.budget import BudgetFilter, user_event_rdp
 from dp.calibrate import make_accountant
-from dp.charging import charged_event, distributed_leaves, leaf_events, unsampled
+from dp.charging import (
+    charged_event,
+    distributed_leaves,
+    leaf_events,
+    min_contributors,
+    noise_levels,
+    unsampled,
+)
 from dp.errors import DPValueError, LedgerError
 from dp.events import NonPrivateEvent, NoOpEvent, PrivacyEvent
 from dp.ledger.schema import (
@@ -657,6 +664,14 @@ def _verify_consistency(entries: list[LedgerEntry], meta: LedgerMeta, report: Au
                 f"{where}: recorded at δ={body.get('delta')}, the run's δ is {meta.policy.delta:g}",
                 r,
             )
+        derived = {
+            "min_contributors": min_contributors(e.event),
+            "planned_noise": noise_levels(e.event),
+            "realized_noise": noise_levels(e.charged) if e.status == "released" else [],
+        }
+        for name, value in derived.items():
+            if body.get(name) != value:
+                report.add("impossible", f"{where}: {name} does not follow from the events", r)
         if e.below_plan != (e.status == "released" and e.charged != e.event):
             report.add("impossible", f"{where}: below_plan flag contradicts the events", r)
         if e.status == "aborted":

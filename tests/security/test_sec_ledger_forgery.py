@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from analysis import cli
 from dp.budget import BudgetPolicy
 from dp.calibrate import make_accountant
+from dp.charging import min_contributors, noise_levels
 from dp.errors import DPValueError
 from dp.events import (
     DistributedSkellamCountsEvent,
@@ -179,6 +180,15 @@ def more_noise(b: Body) -> Body:
 
     b["event"] = scale(b["event"])
     b["charged_event"] = scale(b["charged_event"])
+    return rederive(b)
+
+
+def rederive(b: Body) -> Body:
+    """Re-derive the noise fields of a row from its (edited) events, as the writer would."""
+    event, charged = event_from_dict(b["event"]), event_from_dict(b["charged_event"])
+    b["min_contributors"] = min_contributors(event)
+    b["planned_noise"] = noise_levels(event)
+    b["realized_noise"] = noise_levels(charged) if b["status"] == "released" else []
     return b
 
 
@@ -256,8 +266,7 @@ def test_forgery_relabel_released_as_aborted(runs: dict[str, Any], tmp_path: Pat
         if b["round"] > 1:
             b["status"] = "aborted"
             b["charged_event"] = NoOpEvent().to_dict()
-            b["realized_noise"] = []
-        return b
+        return rederive(b)
 
     rewrite(path, edit=relabel)
     assert audit(path, "--public-key", runs["pub"]) == 1  # no key: signatures break
@@ -307,8 +316,7 @@ def test_forgery_impossible_counts(runs: dict[str, Any], tmp_path: Path) -> None
 
     def inflate(b: Body) -> Body:
         b["event"] = b["charged_event"] = inflated.to_dict()
-        b["min_contributors"] = 10_000
-        return b
+        return rederive(b)
 
     rewrite(path, edit=inflate, key=key)  # the operator signs its own lie
     report = audit_ledger(path, public_key=runs["pub"])
