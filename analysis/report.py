@@ -337,7 +337,8 @@ def write_report(
         f"Regenerate with: `{command}`",
         "",
         "Utility is full-ranking HR@10 on the temporal leave-last-out test item; ε is user-level "
-        "(add/remove one user's whole history). Intervals are 95 % t-intervals over seeds.",
+        "zero-out (one user's whole history replaced by zero, the user's own noise share kept; "
+        "docs/accounting.md). Intervals are 95 % t-intervals over seeds.",
         "",
         "![utility vs ε](tradeoff.png)",
         "",
