@@ -664,14 +664,14 @@ def _verify_consistency(entries: list[LedgerEntry], meta: LedgerMeta, report: Au
                 f"{where}: recorded at δ={body.get('delta')}, the run's δ is {meta.policy.delta:g}",
                 r,
             )
-        derived = {
+        derived: dict[str, object] = {
             "min_contributors": min_contributors(e.event),
             "planned_noise": noise_levels(e.event),
             "realized_noise": noise_levels(e.charged) if e.status == "released" else [],
         }
-        for name, value in derived.items():
-            if body.get(name) != value:
-                report.add("impossible", f"{where}: {name} does not follow from the events", r)
+        for field, expected in derived.items():
+            if body.get(field) != expected:
+                report.add("impossible", f"{where}: {field} does not follow from the events", r)
         if e.below_plan != (e.status == "released" and e.charged != e.event):
             report.add("impossible", f"{where}: below_plan flag contradicts the events", r)
         if e.status == "aborted":
