@@ -4,10 +4,13 @@ Trains on the synthetic default (always labelled SYNTHETIC) or on a ratings file
 (MovieLens 100K/1M/10M/20M/25M/latest or a generic CSV), evaluates with full-ranking
 HR@10/NDCG@10 on the temporal leave-last-out split, and writes into ``--out``:
 ``metrics.csv`` (per release: ε so far, HR@10, NDCG@10, seconds, bytes), ``ledger.sqlite``
-(every release's privacy event), ``summary.json`` (configuration, privacy report card,
-final metrics with bootstrap intervals, baselines) and ``training.png`` (metric and ε over
-rounds). Bad arguments give one line and exit code 2 before anything is written; files
-are written to a temporary folder and moved into place only when training succeeded.
+(every release's privacy event and how it was made, signed with the server key of
+``--signing-key``, by default one kept outside ``--out`` in the user's configuration folder;
+the last lines print its fingerprint and the line to publish for ``privagg audit``),
+``summary.json`` (configuration, privacy report card, final metrics with bootstrap
+intervals, baselines) and ``training.png`` (metric and ε over rounds). Bad arguments give
+one line and exit code 2 before anything is written; files are written to a temporary
+folder and moved into place only when training succeeded.
 """
 
 from __future__ import annotations
