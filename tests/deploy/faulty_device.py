@@ -30,7 +30,6 @@ def _auth(
 
 def main() -> int:
     target, cid, key, ca, data, mode, rnd, stage = sys.argv[1:9]
-    client = int(cid)
     values = np.load(data)
     with open(ca, "rb") as handle:
         ca_pem = handle.read()
