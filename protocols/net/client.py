@@ -165,6 +165,8 @@ class _Link:
                     or "larger than max" in details  # this device's own message is too big
                 ):
                     name = code.name if code is not None else "UNKNOWN"
+                    if name == "FAILED_PRECONDITION" and method == "Hello":
+                        raise JobMissed(details[:300]) from None  # the job is already over
                     raise TransportError(
                         f"server {self.target} refused the request ({name}: {details})"
                     ) from None

@@ -195,7 +195,8 @@ class AggregationServer:
         self._hello_at: dict[int, float] = {}
         self._joined_once: set[int] = set()
         self._join_closed_at: float | None = None
-        self._given: set[int] = set()
+        self._included_once: set[int] = set()
+        self.peak_calls_held: dict[int, int] = {}
         self.refused_calls: dict[str, int] = {}
         self.nonce = secrets.token_bytes(32)
         self._welcome = encode_welcome(self.nonce, job)
@@ -260,14 +261,22 @@ class AggregationServer:
             self._cv.notify_all()
         self._server.stop(grace=0.5).wait()
 
-    def run(self, on_round: Callable[[RoundOutcome], None] | None = None) -> list[RoundOutcome]:
+    def run(
+        self,
+        on_round: Callable[[RoundOutcome], None] | None = None,
+        *,
+        on_joined: Callable[[frozenset[int]], None] | None = None,
+    ) -> list[RoundOutcome]:
         """Wait for clients, run every round, tell clients the job is done; return outcomes.
+        ``on_joined`` is called with the clients that joined when the join deadline closes.
 
         For fixed jobs; a per-round job is driven with :meth:`wait_for_clients`,
         :meth:`run_round` and :meth:`finish`."""
         if self.config is None:
             raise ConfigError("a per-round job is driven round by round (run_round)")
-        self.wait_for_clients()
+        joined = self.wait_for_clients()
+        if on_joined is not None:
+            on_joined(joined)
         everyone = tuple(range(self.job.num_clients))
         for round_number in range(self.job.rounds):
             outcome = self._round(round_number, everyone, self.config, self.job.vector_length)
@@ -445,9 +454,10 @@ class AggregationServer:
                 time.perf_counter() - start,
                 tuple(sorted(ids(server.faulty))),
             )
+        output = server.output()
         with self._cv:
             self._current = None
-        output = server.output()
+            self._included_once |= {cohort[p] for p in output.included}
         return RoundOutcome(
             round_number,
             tuple(cohort[p] for p in output.included),
@@ -497,6 +507,7 @@ class AggregationServer:
                 )
             call = _Call(cid, now)
             self._calls[cid] = [*held, call]
+            self.peak_calls_held[cid] = max(self.peak_calls_held.get(cid, 0), len(held) + 1)
             return call
 
     def _release(self, call: _Call) -> None:
@@ -627,7 +638,7 @@ class AggregationServer:
         """DONE, with the reason when this client took part in nothing (lock held)."""
         closed = self._join_closed_at
         hello = self._hello_at.get(cid)
-        if cid in self._given or closed is None or hello is None or hello <= closed:
+        if cid in self._included_once or closed is None or hello is None or hello <= closed:
             return Reply(ReplyStatus.DONE)
         late = hello - closed
         text = (
@@ -641,7 +652,6 @@ class AggregationServer:
         with self._cv:
             while True:
                 if self._mail_key.get(cid, 0) > seen:
-                    self._given.add(cid)
                     return self._mail[cid]
                 if self._done:
                     return self._done_reply(cid)
