@@ -196,6 +196,7 @@ class AggregationServer:
         self._joined_once: set[int] = set()
         self._join_closed_at: float | None = None
         self._included_once: set[int] = set()
+        self._issued = 0  # the newest stage_key any client was sent
         self.peak_calls_held: dict[int, int] = {}
         self.refused_calls: dict[str, int] = {}
         self.nonce = secrets.token_bytes(32)
@@ -375,6 +376,7 @@ class AggregationServer:
                 cid = self._cohort[pos]
                 self._mail[cid] = Reply(ReplyStatus.MESSAGE, round_number, index, data)
                 self._mail_key[cid] = stage_key(round_number, index)
+            self._issued = max(self._issued, stage_key(round_number, index))
             self._current = (round_number, index)
             self._replied = set()
             self._cv.notify_all()
@@ -607,6 +609,12 @@ class AggregationServer:
         cid = req.client_id
         if cid != caller:
             self._reject(context, grpc.StatusCode.PERMISSION_DENIED, "request names another client")
+        with self._cv:
+            bogus = req.seen > self._issued
+        if bogus:  # a long-poll that cannot be real must not keep its client "online"
+            self._reject(
+                context, grpc.StatusCode.INVALID_ARGUMENT, "seen names a message never sent"
+            )
         with self._cv:
             if req.counter <= self._counters.get(cid, -1):
                 replayed = True

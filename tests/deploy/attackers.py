@@ -5,8 +5,9 @@
   opens a new one whenever the server ends one — the way to hold server resources without
   sending anything.
 * :class:`LongPollFlood`: a registered client (it has its own identity key) keeps many
-  valid, signed ``Exchange`` long-polls in flight at once, re-issuing each as soon as it
-  returns or is refused.
+  signed ``Exchange`` long-polls in flight at once, re-issuing each as soon as it returns
+  or is refused. ``seen=0`` makes them valid polls ("my next message"; the client never
+  answers what it gets); a ``seen`` beyond anything the server sent makes them bogus.
 
 Both run on their own threads until :meth:`close` and count what happened to their calls
 by gRPC status. Each spreads its calls over several TLS connections (a local subchannel
@@ -136,9 +137,11 @@ class LongPollFlood(_Attacker):
         count: int,
         *,
         pause: float = 0.2,
+        seen: int = 0,
     ) -> None:
         super().__init__()
         self._channels = _channels(target, ca_pem, max(1, -(-count // _PER_CONNECTION)))
+        self._seen = seen
         self._cid = client_id
         self._key = key
         self._pause = pause
@@ -152,8 +155,7 @@ class LongPollFlood(_Attacker):
     def _request(self) -> tuple[bytes, tuple[tuple[str, bytes], ...]]:
         with self._lock:
             body_counter, call_counter = next(self._counter), next(self._counter)
-        # "seen" far ahead: the server has nothing newer, so the call waits its full poll
-        body = Exchange(self._cid, body_counter, 0, NO_STAGE, b"", 1 << 60).sign(
+        body = Exchange(self._cid, body_counter, 0, NO_STAGE, b"", self._seen).sign(
             self._key, self.nonce
         )
         header = sign_call(self._key, self._cid, call_counter, "Exchange", self.nonce)
