@@ -72,14 +72,16 @@ class AdmissionLimits:
     the calls one client id holds at once (a device needs one; the second covers a retry
     that overlaps the server noticing the first was cancelled); the worker pool is sized so
     that every registered client can always hold that many, so no identity, registered or
-    not, can starve another. ``body_seconds`` bounds the time from a call's header to its
-    request body (a stalled stream is cancelled), ``call_seconds`` (default: the long-poll
-    period plus 10 s) the whole call. ``streams_per_connection`` bounds one TLS connection's
-    concurrent HTTP/2 streams; ``handshake_seconds`` bounds a TLS handshake.
+    not, can starve another. ``body_seconds`` bounds the time from a call's header to the
+    end of its request body (a stalled stream is cancelled; default 10 s plus the job's
+    message cap at 250 kB/s, i.e. a 2 Mbit/s uplink); ``call_seconds`` bounds the handler
+    after the body (default: the long-poll period plus 10 s). ``streams_per_connection``
+    bounds one TLS connection's concurrent HTTP/2 streams; ``handshake_seconds`` bounds a
+    TLS handshake.
     """
 
     calls_per_client: int = 2
-    body_seconds: float = 5.0
+    body_seconds: float | None = None
     call_seconds: float | None = None
     streams_per_connection: int = 16
     handshake_seconds: float = 10.0
@@ -89,11 +91,12 @@ class AdmissionLimits:
             raise ConfigError("calls_per_client must be an int in [1, 64]")
         if not 1 <= self.streams_per_connection <= 1024:
             raise ConfigError("streams_per_connection must be in [1, 1024]")
-        for name in ("body_seconds", "handshake_seconds"):
-            if not 0 < getattr(self, name) <= 600:
-                raise ConfigError(f"{name} must be in (0, 600]")
-        if self.call_seconds is not None and not 0 < self.call_seconds <= 3600:
-            raise ConfigError("call_seconds must be in (0, 3600]")
+        if not 0 < self.handshake_seconds <= 600:
+            raise ConfigError("handshake_seconds must be in (0, 600]")
+        for name in ("body_seconds", "call_seconds"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value <= 3600:
+                raise ConfigError(f"{name} must be in (0, 3600]")
 
 
 class _Refusal(Exception):
@@ -112,7 +115,7 @@ class _Call:
     client_id: int
     started: float
     context: Any = None
-    body: bool = False
+    body_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -190,6 +193,7 @@ class AggregationServer:
         self._models: dict[int, tuple[bytes, frozenset[int]]] = {}
         self.limits = limits or AdmissionLimits()
         self.call_seconds = self.limits.call_seconds or poll_seconds + 10.0
+        self.body_seconds = self.limits.body_seconds or 10.0 + job.max_message_bytes() / 250e3
         self._calls: dict[int, list[_Call]] = {}
         self._call_counters: dict[int, int] = {}
         self._hello_at: dict[int, float] = {}
@@ -500,7 +504,9 @@ class AggregationServer:
                 raise _Refusal(grpc.StatusCode.UNAUTHENTICATED, "replayed call header")
             else:
                 self._call_counters[cid] = auth.counter
-            held = [c for c in self._calls.get(cid, ()) if now - c.started < self.call_seconds + 5]
+            # a slot the reaper should have freed by now is a leak: reclaim it
+            horizon = self.body_seconds + self.call_seconds + 5
+            held = [c for c in self._calls.get(cid, ()) if now - c.started < horizon]
             if len(held) >= self.limits.calls_per_client:
                 self._calls[cid] = held
                 raise _Refusal(
@@ -537,8 +543,8 @@ class AggregationServer:
                     for c in held
                     if c.context is not None
                     and (
-                        (not c.body and now - c.started > self.limits.body_seconds)
-                        or now - c.started > self.call_seconds
+                        (c.body_at is None and now - c.started > self.body_seconds)
+                        or (c.body_at is not None and now - c.body_at > self.call_seconds)
                     )
                 ]
             for call in late:
@@ -717,7 +723,7 @@ def _admitted(
                 request = next(requests)
             except StopIteration:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a call carries one request")
-            call.body = True
+            call.body_at = time.monotonic()
             return behavior(request, context, call.client_id)
         finally:
             server._release(call)
