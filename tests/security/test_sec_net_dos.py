@@ -138,10 +138,10 @@ def test_sec_obs7_outsider_stalled_streams_do_not_starve_devices(pki: LocalPKI) 
     failures = {c: r for c, r in results.items() if isinstance(r, Exception)}
     assert not failures, failures
     _check_rounds(server, outcomes, data, range(N))
-    # every stalled stream was refused at its header, none was ever admitted (the last
-    # ones in flight are CANCELLED when the attacker closes its channels)
-    assert set(attacker.codes) <= {"UNAUTHENTICATED", "CANCELLED"}, attacker.codes
-    assert attacker.codes["CANCELLED"] <= 60 < attacker.codes["UNAUTHENTICATED"]
+    # every stalled stream was refused at its header, none was ever admitted (the ones in
+    # flight when the attacker closes its channels end CANCELLED or UNAVAILABLE)
+    assert set(attacker.codes) <= {"UNAUTHENTICATED", "CANCELLED", "UNAVAILABLE"}, attacker.codes
+    assert attacker.codes["UNAUTHENTICATED"] > 60, attacker.codes
     assert sum(server.peak_calls_held.values()) <= N * server.limits.calls_per_client
     sec_stats.add("faults_injected", sum(attacker.codes.values()))
 
