@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -75,11 +76,12 @@ def _attack(args: argparse.Namespace) -> None:
                 streams=args.streams,
                 polls=args.polls,
                 attack=attack,
-                join_deadline=60.0,
+                join_deadline=args.join_deadline,
             )
     means = {k: statistics.fmean(r["round_seconds"]) for k, r in runs.items()}
     results = {
         **runs,
+        "load_average_at_end": list(os.getloadavg()),
         "mean_round_seconds": means,
         "ratio_attacked_over_baseline": means["attacked"] / means["baseline"],
         "all_rounds_exact": all(all(r["exact"]) for r in runs.values()),
@@ -114,6 +116,13 @@ def main() -> None:
     parser.add_argument("--attack", action="store_true", help="availability under attack")
     parser.add_argument("--streams", type=int, default=200, help="--attack: stalled streams")
     parser.add_argument("--polls", type=int, default=200, help="--attack: bogus long-polls")
+    parser.add_argument(
+        "--join-deadline",
+        type=float,
+        default=180.0,
+        help="--attack: seconds the server waits for the devices (the attacker's registered "
+        "identity never joins, so every run waits this long before its first round)",
+    )
     args = parser.parse_args()
     if args.attack:
         _attack(args)

@@ -8,7 +8,11 @@ deadline are dropped from the stage (the protocol recovers their masks) and coun
 offline, so later rounds do not wait for them until they speak again. Requests are
 authenticated per client (Ed25519 over the server's per-run nonce and a strictly increasing
 counter), sizes are capped by gRPC before anything is parsed, and bad requests are refused
-without touching the round.
+without touching the round. Before any of that, every call is admitted from its signed
+header (:class:`AdmissionLimits`): unauthenticated calls are refused without a body read or
+a worker thread, each client id holds a bounded number of calls, and stalled or overlong
+calls are cancelled, so no caller can use up what the registered devices need. A per-round
+job's announcement is served only to the members of its cohort.
 
 A fixed job (:meth:`AggregationServer.run`) aggregates every registered client each round.
 A per-round job is driven by the application one round at a time

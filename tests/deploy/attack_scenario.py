@@ -106,7 +106,7 @@ def run_scenario(
             )
         server.wait(timeout=600)
         for proc in procs:
-            proc.wait(timeout=60)
+            proc.wait(timeout=300)
     finally:
         attack_seconds = time.monotonic() - started
         for attacker in attackers:
