@@ -567,13 +567,16 @@ class AggregationServer:
             self._reject(context, grpc.StatusCode.PERMISSION_DENIED, "hello names another client")
         with self._cv:
             done = self._done
+            took_part = cid in self._included_once
             self._hello_at.setdefault(cid, time.monotonic())
         if done:
             self._reject(
                 context,
                 grpc.StatusCode.FAILED_PRECONDITION,
-                f"the job is over: its rounds ran without client {cid}, which joined after "
-                "the join deadline",
+                "the job is over"
+                if took_part
+                else f"the job is over: its rounds ran without client {cid}, which joined "
+                "after the join deadline",
             )
         return self._welcome
 
