@@ -33,6 +33,10 @@ public item table (features: a float ``.npy`` of num_items rows, optional). ``ev
 ``model_output`` (optional) receives the final public model (``.npz``: released
 popularity, item factors and biases, active items); ``ledger`` a new ``dp`` ledger.
 
+``linger_seconds`` (default 2) is how long the server stays up after the last round to
+tell polling and late devices that the job is over. When the join deadline closes, and
+again at the end, the server names the registered clients that never joined (also in
+``output``: ``never_joined``, and ``late`` for those that said hello after the deadline).
 Relative paths are relative to the config file. The server prints ``listening on
 HOST:PORT``, one line per network round and per release, and rewrites ``output`` after every
 round (JSON: the job, per round the cohort, the included clients and, for aggregation jobs
