@@ -146,6 +146,35 @@ def test_sec_obs7_outsider_stalled_streams_do_not_starve_devices(pki: LocalPKI) 
     sec_stats.add("faults_injected", sum(attacker.codes.values()))
 
 
+def test_sec_obs7_attack_started_mid_job_does_not_abort_later_rounds(pki: LocalPKI) -> None:
+    """The same outsider starting after round 0 (the old code then aborted the current and
+    every later round): round 1 still sums every device."""
+    sec_stats.add("scenarios")
+    server = _server(pki)
+    attackers: list[StalledStreams] = []
+
+    def on_round(outcome: Any) -> None:
+        if outcome.round_number == 0:
+            attackers.append(StalledStreams(server.address, pki.ca_cert.read_bytes(), 60))
+            time.sleep(1.0)
+
+    try:
+        data = _data()
+        threads, results = _honest(pki, server, range(N), data)
+        outcomes = server.run(on_round)
+        for thread in threads:
+            thread.join(30)
+    finally:
+        for attacker in attackers:
+            attacker.close()
+        server.stop()
+    failures = {c: r for c, r in results.items() if isinstance(r, Exception)}
+    assert not failures, failures
+    _check_rounds(server, outcomes, data, range(N))
+    assert attackers and attackers[0].codes["UNAUTHENTICATED"] > 60, attackers
+    sec_stats.add("faults_injected", sum(attackers[0].codes.values()))
+
+
 def test_sec_obs7_registered_long_poll_flood_is_confined_to_its_quota(pki: LocalPKI) -> None:
     """Registered client 4 keeps 40 signed long-polls in flight; clients 0-3 must complete
     every round (client 4, which never answers a stage, is dropped) and client 4 must never
