@@ -15,12 +15,21 @@ encoding, SecAgg, decoding, server step, evaluation). All processes share this m
 cores, so the gRPC figure includes the devices' compute time-sliced on those cores.
 Usage: ``python benchmarks/bench_deploy.py --out DIR [--users 20] [--items 200]
 [--rounds 3]``; writes ``DIR/bench_deploy.json`` and prints the ratio.
+
+``--attack`` measures availability under attack instead (issue 15, observation 7): a fixed
+aggregation job of ``--users`` honest ``privagg client`` processes and ``--rounds`` rounds
+against ``privagg serve``, once without and once with an attacker in this process holding
+``--streams`` stalled streams (an outsider: no identity key, no client certificate) and
+``--polls`` bogus long-polls (a registered client). Writes ``DIR/bench_deploy_attack.json``
+with each run's per-round seconds, included devices, exactness and the attacker's calls
+by gRPC status, and the ratio of mean round times (attacked / baseline).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -40,6 +49,7 @@ from recsys.split import leave_last_out
 from recsys.trainer import RoundRecord, TrainConfig, Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "deploy"))  # the loopback scenario and attackers
 
 
 def _summary(records: tuple[RoundRecord, ...] | list[RoundRecord]) -> dict[str, Any]:
@@ -53,13 +63,70 @@ def _summary(records: tuple[RoundRecord, ...] | list[RoundRecord]) -> dict[str, 
     }
 
 
+def _attack(args: argparse.Namespace) -> None:
+    from attack_scenario import run_scenario
+
+    runs = {}
+    with tempfile.TemporaryDirectory() as tmp_name:
+        for name, attack in (("baseline", False), ("attacked", True)):
+            runs[name] = run_scenario(
+                Path(tmp_name) / name,
+                devices=args.users,
+                rounds=args.rounds,
+                streams=args.streams,
+                polls=args.polls,
+                attack=attack,
+                join_deadline=args.join_deadline,
+            )
+    means = {k: statistics.fmean(r["round_seconds"]) for k, r in runs.items()}
+    results = {
+        **runs,
+        "load_average_at_end": list(os.getloadavg()),
+        "mean_round_seconds": means,
+        "ratio_attacked_over_baseline": means["attacked"] / means["baseline"],
+        "all_rounds_exact": all(all(r["exact"]) for r in runs.values()),
+        "all_devices_exit_0": all(
+            code == 0 for r in runs.values() for code in r["device_exit_codes"]
+        ),
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_deploy_attack.json").write_text(json.dumps(results, indent=2))
+    print(
+        f"{args.users} honest devices, {args.rounds} rounds; attacker: {args.streams} stalled "
+        f"streams + {args.polls} bogus long-polls"
+    )
+    for name, r in runs.items():
+        per = ", ".join(f"{s:.3f}" for s in r["round_seconds"])
+        print(
+            f"  {name:9s} {means[name]:.3f} s/round [{per}] included {r['included']} "
+            f"exact {all(r['exact'])} exits {sorted(set(r['device_exit_codes']))}"
+        )
+    print(f"  attacker calls: outsider {runs['attacked']['outsider_calls']}")
+    print(f"                  flood    {runs['attacked']['flood_calls']}")
+    print(f"  attacked / baseline {results['ratio_attacked_over_baseline']:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", required=True)
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--items", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3, help="FCF rounds")
+    parser.add_argument("--attack", action="store_true", help="availability under attack")
+    parser.add_argument("--streams", type=int, default=200, help="--attack: stalled streams")
+    parser.add_argument("--polls", type=int, default=200, help="--attack: bogus long-polls")
+    parser.add_argument(
+        "--join-deadline",
+        type=float,
+        default=180.0,
+        help="--attack: seconds the server waits for the devices (the attacker's registered "
+        "identity never joins, so every run waits this long before its first round)",
+    )
     args = parser.parse_args()
+    if args.attack:
+        _attack(args)
+        return
     ratings = synthetic_ratings(args.users, args.items, seed=0, mean_activity=20, min_activity=5)
     split = leave_last_out(ratings)
     features = item_features(ratings)

@@ -13,7 +13,9 @@ The device authenticates every message with its identity key (``--key``, from
 parameters (a server announcing others is refused; for a training job, pin the ``job`` of
 the server's output file).
 Exit codes: 0 when the server ends the job, 3 when the server is lost or refuses this
-device (one line on stderr), 2 on usage errors.
+device, or when this device joined after the join deadline and the job ended without it
+(one line on stderr), 2 on usage errors. A busy server (RESOURCE_EXHAUSTED, UNAVAILABLE)
+is retried with capped exponential backoff and random jitter for ``--retry-seconds``.
 """
 
 from __future__ import annotations

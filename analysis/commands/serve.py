@@ -37,6 +37,10 @@ absent, ``$XDG_CONFIG_HOME/privagg/ledger-key.pem`` generated on first use (its 
 and public key are printed, and the ledger's publish line at the end); ``unsigned_ledger:
 true`` (``--unsigned``) writes an unsigned ledger, which a strict audit refuses.
 
+``linger_seconds`` (default 2) is how long the server stays up after the last round to
+tell polling and late devices that the job is over. When the join deadline closes, and
+again at the end, the server names the registered clients that never joined (also in
+``output``: ``never_joined``, and ``late`` for those that said hello after the deadline).
 Relative paths are relative to the config file. The server prints ``listening on
 HOST:PORT``, one line per network round and per release, and rewrites ``output`` after every
 round (JSON: the job, per round the cohort, the included clients and, for aggregation jobs
@@ -57,7 +61,16 @@ from typing import Any
 
 from protocols.errors import ConfigError
 
-_COMMON = {"kind", "listen", "tls", "registry", "stage_deadline", "join_deadline", "output"}
+_COMMON = {
+    "kind",
+    "listen",
+    "tls",
+    "registry",
+    "stage_deadline",
+    "join_deadline",
+    "linger_seconds",
+    "output",
+}
 _AGGREGATE = _COMMON | {"job"}
 _TRAIN = _COMMON | {
     "train",
@@ -165,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
         "address": args.listen or conf.get("listen", "127.0.0.1:7443"),
         "stage_deadline": float(conf.get("stage_deadline", 10.0)),
         "join_deadline": float(conf.get("join_deadline", 120.0)),
+        "linger_seconds": float(conf.get("linger_seconds", 2.0)),
     }
     # SIGTERM ends the job like Ctrl-C: clients learn it from the closed connection.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
@@ -211,14 +225,42 @@ def _serve_aggregation(
         )
         print(f"round {outcome.round_number}: {what} in {outcome.seconds:.2f} s", flush=True)
 
+    def on_joined(joined: frozenset[int]) -> None:
+        print(
+            f"join deadline: {len(joined)} of {job.num_clients} registered clients joined",
+            flush=True,
+        )
+        _print_missing(server)
+
     server.start()
     print(f"listening on {server.address}", flush=True)
     try:
-        server.run(on_round)
+        server.run(on_round, on_joined=on_joined)
     finally:
         server.stop()
+    _write_json(
+        output,
+        {
+            "job": json.loads(job.to_json()),
+            "rounds": rows,
+            "never_joined": list(server.never_joined()),
+            "late": list(server.late_joined()),
+        },
+    )
+    _print_missing(server, final=True)
     print(f"wrote {output}", flush=True)
     return 0
+
+
+def _print_missing(server: Any, *, final: bool = False) -> None:
+    """Name the registered clients that never joined (and, at the end, the late ones)."""
+    missing = server.never_joined()
+    if missing:
+        ids = ", ".join(map(str, missing))
+        print(f"registered clients that never joined: {ids}", flush=True)
+    late = server.late_joined()
+    if final and late:
+        print(f"clients that said hello after the join deadline: {', '.join(map(str, late))}")
 
 
 def _train_config(data: Mapping[str, Any], where: str) -> Any:
@@ -381,6 +423,9 @@ def _serve_training(
         server.stop()
     card = {k: v for k, v in result.report_card.items() if not isinstance(v, float) or v == v}
     state["report_card"] = card
+    state["never_joined"] = list(server.never_joined())
+    state["late"] = list(server.late_joined())
+    _print_missing(server, final=True)
     _write_json(output, state)
     if conf.get("model_output"):
         model_path = rel(conf["model_output"], "model_output")

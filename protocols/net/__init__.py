@@ -10,7 +10,7 @@ Requires the ``net`` extra (grpcio).
 """
 
 from protocols.net.client import ClientTLS, DeviceReport, RoundInfo, run_device
-from protocols.net.errors import AuthenticationError, RoundRefused, TransportError
+from protocols.net.errors import AuthenticationError, JobMissed, RoundRefused, TransportError
 from protocols.net.pki import (
     LocalPKI,
     load_identity_key,
@@ -18,14 +18,16 @@ from protocols.net.pki import (
     make_local_pki,
     write_identity_key,
 )
-from protocols.net.server import AggregationServer, RoundOutcome, ServerTLS
+from protocols.net.server import AdmissionLimits, AggregationServer, RoundOutcome, ServerTLS
 from protocols.net.wire import JobSpec, RoundSpec
 
 __all__ = [
+    "AdmissionLimits",
     "AggregationServer",
     "AuthenticationError",
     "ClientTLS",
     "DeviceReport",
+    "JobMissed",
     "JobSpec",
     "LocalPKI",
     "RoundInfo",

@@ -15,6 +15,7 @@ its vector with ``round_inputs``; raising :class:`RoundRefused` there sits the r
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,8 +30,9 @@ from protocols.client import SecAggClient
 from protocols.config import SecAggConfig, Stage, ThreatModel
 from protocols.errors import ConfigError, DecodeError
 from protocols.messages import SetupRequest, decode
-from protocols.net.errors import RoundRefused, TransportError
+from protocols.net.errors import JobMissed, RoundRefused, TransportError
 from protocols.net.wire import (
+    AUTH_METADATA,
     NO_STAGE,
     SERVICE,
     Exchange,
@@ -44,13 +46,17 @@ from protocols.net.wire import (
     encode_hello,
     encode_model_request,
     model_digest,
+    sign_call,
     stage_key,
 )
 from protocols.transport import Direction, FaultHook
 
 __all__ = ["ClientTLS", "DeviceReport", "RoundInfo", "run_device"]
 
-_RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED")
+# RESOURCE_EXHAUSTED is the server's per-client admission limit (or a busy server): wait
+# and retry. Only an oversized message of this device's own is final (see _Link.call).
+_RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "RESOURCE_EXHAUSTED")
+_BACKOFF_FIRST, _BACKOFF_CAP = 0.1, 2.0
 _STAGES = tuple(Stage)
 
 InputsFn = Callable[[int, JobSpec], npt.NDArray[Any]]
@@ -104,9 +110,20 @@ class DeviceReport:
 
 
 class _Link:
-    """A TLS channel to the server with bounded retries of transient failures."""
+    """A TLS channel to the server with bounded retries of transient failures.
 
-    def __init__(self, target: str, tls: ClientTLS, cap: int, retry_seconds: float) -> None:
+    Every call carries a header signed with the device's identity key
+    (:func:`~protocols.net.wire.sign_call`, over the server run's ``nonce``; the bootstrap
+    link has none yet) so the server admits it before reading anything else."""
+
+    def __init__(
+        self,
+        target: str,
+        tls: ClientTLS,
+        cap: int,
+        retry_seconds: float,
+        auth: tuple[int, secagg.SigningKey, bytes],
+    ) -> None:
         options: list[tuple[str, str | int]] = [
             ("grpc.max_receive_message_length", cap),
             ("grpc.max_send_message_length", cap),
@@ -115,37 +132,62 @@ class _Link:
             options.append(("grpc.ssl_target_name_override", tls.server_name))
         self.target = target
         self.retry_seconds = retry_seconds
+        self._auth = auth
+        self._counter = 0
         self.channel = grpc.secure_channel(target, tls.credentials(), options=options)
         self._hello = self.channel.unary_unary(f"/{SERVICE}/Hello")
         self._exchange = self.channel.unary_unary(f"/{SERVICE}/Exchange")
         self._model = self.channel.unary_unary(f"/{SERVICE}/Model")
 
+    def _header(self, method: str) -> tuple[tuple[str, bytes], ...]:
+        client_id, key, nonce = self._auth
+        # wall-clock nanoseconds, strictly increasing: fresh after a device restart too
+        self._counter = max(self._counter + 1, time.time_ns())
+        return ((AUTH_METADATA, sign_call(key, client_id, self._counter, method, nonce)),)
+
     def call(self, method: str, make_request: Callable[[], bytes], timeout: float) -> bytes:
         stubs = {"Hello": self._hello, "Model": self._model}
         stub = stubs.get(method, self._exchange)
         last_ok = time.monotonic()
-        pause = 0.1
+        pause = _BACKOFF_FIRST
         while True:
             try:
-                response: bytes = stub(make_request(), timeout=timeout)
+                response: bytes = stub(
+                    make_request(), timeout=timeout, metadata=self._header(method)
+                )
                 return response
             except grpc.RpcError as exc:  # noqa: PERF203 - retrying is the point of this loop
                 code = exc.code()
-                if code is None or code.name not in _RETRYABLE:
+                details = exc.details() or ""
+                if (
+                    code is None
+                    or code.name not in _RETRYABLE
+                    or "larger than max" in details  # this device's own message is too big
+                ):
                     name = code.name if code is not None else "UNKNOWN"
+                    if name == "FAILED_PRECONDITION" and method == "Hello":
+                        raise JobMissed(details[:300]) from None  # the job is already over
                     raise TransportError(
-                        f"server {self.target} refused the request ({name}: {exc.details()})"
+                        f"server {self.target} refused the request ({name}: {details})"
                     ) from None
                 if time.monotonic() - last_ok > self.retry_seconds:
                     raise TransportError(
                         f"lost the aggregation server at {self.target}: unreachable for "
                         f"{self.retry_seconds:g} s ({code.name})"
                     ) from None
-                time.sleep(pause)
-                pause = min(1.0, pause * 2)
+                time.sleep(backoff_delay(pause))
+                pause = min(_BACKOFF_CAP, pause * 2)
 
     def close(self) -> None:
         self.channel.close()
+
+
+def backoff_delay(pause: float) -> float:
+    """A retry's sleep for backoff level ``pause`` (seconds): "equal jitter", uniform in
+    [pause/2, pause], from the OS CSPRNG so devices that were refused together do not
+    retry together (and no one can predict when they will)."""
+    half = pause / 2
+    return half + secrets.randbelow(1_000_001) / 1_000_000 * half
 
 
 def _check_job(announced: JobSpec, expected: JobSpec | None) -> None:
@@ -185,9 +227,11 @@ def run_device(
     it, so one device can serve either kind, as the server's welcome says); a round whose
     announcement does not fit the job, or whose inputs raise :class:`RoundRefused`, is sat
     out and reported as an abort.
-    Raises :class:`TransportError` if the server is lost or refuses this device.
+    Raises :class:`TransportError` if the server is lost or refuses this device, and
+    :class:`JobMissed` (a TransportError) if the job ended before this device took part in
+    any round because it joined after the join deadline.
     """
-    bootstrap = _Link(target, tls, 1 << 20, retry_seconds)
+    bootstrap = _Link(target, tls, 1 << 20, retry_seconds, (client_id, identity, b""))
     try:
         welcome = bootstrap.call("Hello", lambda: encode_hello(client_id), poll_seconds + 5)
     finally:
@@ -201,7 +245,7 @@ def run_device(
         raise ConfigError("this is a per-round job (training): the device needs round_inputs")
     if job.threat() is not ThreatModel.HONEST_BUT_CURIOUS and verify_keys is None:
         raise ConfigError("this job runs in malicious-server mode: the client registry is needed")
-    link = _Link(target, tls, job.max_message_bytes(), retry_seconds)
+    link = _Link(target, tls, job.max_message_bytes(), retry_seconds, (client_id, identity, nonce))
     emit = on_event or (lambda _text: None)
     counter = 0
     seen = 0
@@ -229,6 +273,9 @@ def run_device(
                 raise TransportError(f"server {target} sent a malformed reply: {exc}") from None
             pending = (0, NO_STAGE, b"")
             if reply.status == ReplyStatus.DONE:
+                if reply.payload and not completed:
+                    # the server says this device missed the whole job (joined too late)
+                    raise JobMissed(reply.payload.decode("utf-8", "replace")[:300])
                 emit("done")
                 return DeviceReport(client_id, tuple(completed), tuple(aborts))
             if reply.status == ReplyStatus.WAIT:

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from protocols.errors import ProtocolError
 
-__all__ = ["AuthenticationError", "RoundRefused", "TransportError"]
+__all__ = ["AuthenticationError", "JobMissed", "RoundRefused", "TransportError"]
 
 
 class TransportError(ProtocolError):
     """The network failed: the server is unreachable, or it refused this client's message."""
+
+
+class JobMissed(TransportError):
+    """The server ended the job before this device took part in any round: it joined after
+    the join deadline (the server's message says by how much)."""
 
 
 class AuthenticationError(ProtocolError, ValueError):

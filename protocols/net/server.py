@@ -8,7 +8,11 @@ deadline are dropped from the stage (the protocol recovers their masks) and coun
 offline, so later rounds do not wait for them until they speak again. Requests are
 authenticated per client (Ed25519 over the server's per-run nonce and a strictly increasing
 counter), sizes are capped by gRPC before anything is parsed, and bad requests are refused
-without touching the round.
+without touching the round. Before any of that, every call is admitted from its signed
+header (:class:`AdmissionLimits`): unauthenticated calls are refused without a body read or
+a worker thread, each client id holds a bounded number of calls, and stalled or overlong
+calls are cancelled, so no caller can use up what the registered devices need. A per-round
+job's announcement is served only to the members of its cohort.
 
 A fixed job (:meth:`AggregationServer.run`) aggregates every registered client each round.
 A per-round job is driven by the application one round at a time
@@ -37,12 +41,14 @@ from protocols.config import SecAggConfig, Stage
 from protocols.errors import ConfigError, DecodeError, ProtocolAborted
 from protocols.net.errors import AuthenticationError, TransportError
 from protocols.net.wire import (
+    AUTH_METADATA,
     NO_STAGE,
     SERVICE,
     JobSpec,
     Reply,
     ReplyStatus,
     RoundSpec,
+    decode_call_auth,
     decode_exchange,
     decode_hello,
     decode_model_request,
@@ -55,7 +61,65 @@ from protocols.net.wire import (
 )
 from protocols.server import SecAggServer
 
-__all__ = ["AggregationServer", "RoundOutcome", "ServerTLS"]
+__all__ = ["AdmissionLimits", "AggregationServer", "RoundOutcome", "ServerTLS"]
+
+_HELLO_WINDOW_NS = 3600 * 10**9  # a Hello header's clock may be off by up to an hour
+
+
+@dataclass(frozen=True)
+class AdmissionLimits:
+    """What one identity may hold of the server, and how long any call may take.
+
+    Every call is authenticated from its header (a signature by a registered client key)
+    *before* the server reads its body or gives it a worker thread; a call without a valid
+    header costs the server one signature check and is refused. ``calls_per_client`` bounds
+    the calls one client id holds at once (a device needs one; the second covers a retry
+    that overlaps the server noticing the first was cancelled); the worker pool is sized so
+    that every registered client can always hold that many, so no identity, registered or
+    not, can starve another. ``body_seconds`` bounds the time from a call's header to the
+    end of its request body (a stalled stream is cancelled; default 10 s plus the job's
+    message cap at 250 kB/s, i.e. a 2 Mbit/s uplink); ``call_seconds`` bounds the handler
+    after the body (default: the long-poll period plus 10 s). ``streams_per_connection``
+    bounds one TLS connection's concurrent HTTP/2 streams; ``handshake_seconds`` bounds a
+    TLS handshake.
+    """
+
+    calls_per_client: int = 2
+    body_seconds: float | None = None
+    call_seconds: float | None = None
+    streams_per_connection: int = 16
+    handshake_seconds: float = 10.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.calls_per_client, bool) or not 1 <= self.calls_per_client <= 64:
+            raise ConfigError("calls_per_client must be an int in [1, 64]")
+        if not 1 <= self.streams_per_connection <= 1024:
+            raise ConfigError("streams_per_connection must be in [1, 1024]")
+        if not 0 < self.handshake_seconds <= 600:
+            raise ConfigError("handshake_seconds must be in (0, 600]")
+        for name in ("body_seconds", "call_seconds"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value <= 3600:
+                raise ConfigError(f"{name} must be in (0, 3600]")
+
+
+class _Refusal(Exception):
+    """A call refused at admission: the gRPC status and one line for the caller."""
+
+    def __init__(self, code: Any, text: str) -> None:
+        super().__init__(text)
+        self.code = code
+        self.text = text
+
+
+@dataclass(eq=False)
+class _Call:
+    """One admitted call: whose, since when, and whether its body arrived."""
+
+    client_id: int
+    started: float
+    context: Any = None
+    body_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +178,7 @@ class AggregationServer:
         linger_seconds: float = 2.0,
         context: Callable[[int], bytes] | None = None,
         model: Callable[[int], bytes] | None = None,
+        limits: AdmissionLimits | None = None,
     ) -> None:
         if context is not None and model is not None:
             raise ConfigError("give a context digest function or a model function, not both")
@@ -129,7 +194,19 @@ class AggregationServer:
         self.linger_seconds = linger_seconds
         self._context = context or self._default_context
         self._model = model
-        self._models: dict[int, bytes] = {}
+        self._models: dict[int, tuple[bytes, frozenset[int]]] = {}
+        self.limits = limits or AdmissionLimits()
+        self.call_seconds = self.limits.call_seconds or poll_seconds + 10.0
+        self.body_seconds = self.limits.body_seconds or 10.0 + job.max_message_bytes() / 250e3
+        self._calls: dict[int, list[_Call]] = {}
+        self._call_counters: dict[int, int] = {}
+        self._hello_at: dict[int, float] = {}
+        self._joined_once: set[int] = set()
+        self._join_closed_at: float | None = None
+        self._included_once: set[int] = set()
+        self._issued = 0  # the newest stage_key any client was sent
+        self.peak_calls_held: dict[int, int] = {}
+        self.refused_calls: dict[str, int] = {}
         self.nonce = secrets.token_bytes(32)
         self._welcome = encode_welcome(self.nonce, job)
         self._cv = threading.Condition()
@@ -149,22 +226,28 @@ class AggregationServer:
         self.rejected_requests = 0
         self.outcomes: list[RoundOutcome] = []
         cap = job.max_message_bytes()
+        # No global cap on concurrent calls (an outsider could fill it): admission is per
+        # authenticated identity (_Admission), and the pool holds every identity's quota.
         self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=job.num_clients + 8),
+            futures.ThreadPoolExecutor(
+                max_workers=self.limits.calls_per_client * job.num_clients + 16
+            ),
             options=[
                 ("grpc.max_receive_message_length", cap),
                 ("grpc.max_send_message_length", cap),
+                ("grpc.max_concurrent_streams", self.limits.streams_per_connection),
+                ("grpc.server_handshake_timeout_ms", int(self.limits.handshake_seconds * 1000)),
             ],
-            maximum_concurrent_rpcs=2 * job.num_clients + 16,
         )
-        handlers = {
-            "Hello": grpc.unary_unary_rpc_method_handler(self._hello),
-            "Exchange": grpc.unary_unary_rpc_method_handler(self._exchange),
-            "Model": grpc.unary_unary_rpc_method_handler(self._model_call),
-        }
         self._server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(SERVICE, handlers),)
+            (
+                _Admission(
+                    self,
+                    {"Hello": self._hello, "Exchange": self._exchange, "Model": self._model_call},
+                ),
+            )
         )
+        self._reaper = threading.Thread(target=self._reap, name="privagg-call-reaper", daemon=True)
         self.port: int = self._server.add_secure_port(address, tls.credentials())
         if self.port == 0:
             raise TransportError(f"cannot listen on {address}")
@@ -178,6 +261,7 @@ class AggregationServer:
     def start(self) -> None:
         """Start accepting connections (the rounds start with :meth:`run`)."""
         self._server.start()
+        self._reaper.start()
 
     def stop(self) -> None:
         """Tell waiting clients the job is over and stop serving."""
@@ -186,14 +270,22 @@ class AggregationServer:
             self._cv.notify_all()
         self._server.stop(grace=0.5).wait()
 
-    def run(self, on_round: Callable[[RoundOutcome], None] | None = None) -> list[RoundOutcome]:
+    def run(
+        self,
+        on_round: Callable[[RoundOutcome], None] | None = None,
+        *,
+        on_joined: Callable[[frozenset[int]], None] | None = None,
+    ) -> list[RoundOutcome]:
         """Wait for clients, run every round, tell clients the job is done; return outcomes.
+        ``on_joined`` is called with the clients that joined when the join deadline closes.
 
         For fixed jobs; a per-round job is driven with :meth:`wait_for_clients`,
         :meth:`run_round` and :meth:`finish`."""
         if self.config is None:
             raise ConfigError("a per-round job is driven round by round (run_round)")
-        self.wait_for_clients()
+        joined = self.wait_for_clients()
+        if on_joined is not None:
+            on_joined(joined)
         everyone = tuple(range(self.job.num_clients))
         for round_number in range(self.job.rounds):
             outcome = self._round(round_number, everyone, self.config, self.job.vector_length)
@@ -211,7 +303,22 @@ class AggregationServer:
         self._wait(lambda: self._joined >= everyone, wait)
         with self._cv:
             self._offline |= everyone - self._joined
+            if self._join_closed_at is None:
+                self._join_closed_at = time.monotonic()
             return frozenset(self._joined)
+
+    def never_joined(self) -> tuple[int, ...]:
+        """Registered clients that never sent an authenticated request to this run."""
+        with self._cv:
+            return tuple(sorted(set(self._keys) - self._joined_once))
+
+    def late_joined(self) -> tuple[int, ...]:
+        """Clients whose first hello came after the join deadline closed."""
+        with self._cv:
+            closed = self._join_closed_at
+            if closed is None:
+                return ()
+            return tuple(sorted(c for c, at in self._hello_at.items() if at > closed))
 
     def connected(self) -> frozenset[int]:
         """Clients that are online now: joined, heard from within a poll period (plus a
@@ -277,6 +384,7 @@ class AggregationServer:
                 cid = self._cohort[pos]
                 self._mail[cid] = Reply(ReplyStatus.MESSAGE, round_number, index, data)
                 self._mail_key[cid] = stage_key(round_number, index)
+            self._issued = max(self._issued, stage_key(round_number, index))
             self._current = (round_number, index)
             self._replied = set()
             self._cv.notify_all()
@@ -306,7 +414,7 @@ class AggregationServer:
             with self._cv:
                 # this round's and the previous one's (for a device still fetching it)
                 self._models = {r: e for r, e in self._models.items() if r == round_number - 1} | {
-                    round_number: envelope
+                    round_number: (envelope, frozenset(cohort))
                 }
             context_digest = model_digest(envelope)
         server = SecAggServer(
@@ -356,9 +464,10 @@ class AggregationServer:
                 time.perf_counter() - start,
                 tuple(sorted(ids(server.faulty))),
             )
+        output = server.output()
         with self._cv:
             self._current = None
-        output = server.output()
+            self._included_once |= {cohort[p] for p in output.included}
         return RoundOutcome(
             round_number,
             tuple(cohort[p] for p in output.included),
@@ -368,41 +477,142 @@ class AggregationServer:
             tuple(sorted(ids(server.faulty))),
         )
 
+    # ------------------------------------------------------------------ admission
+
+    def _admit(self, method: str, header: bytes | None) -> _Call:
+        """Authenticate a call from its header and give it one of its client's slots
+        (poll thread, server lock: no body read, no worker taken). Raises _Refusal."""
+        if header is None:
+            raise _Refusal(
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"privagg calls carry a signed {AUTH_METADATA} header (registered clients only)",
+            )
+        nonce = b"" if method == "Hello" else self.nonce
+        try:
+            auth = decode_call_auth(header, method, nonce, self._keys)
+        except DecodeError as exc:
+            raise _Refusal(grpc.StatusCode.UNAUTHENTICATED, str(exc)) from None
+        except AuthenticationError as exc:
+            raise _Refusal(grpc.StatusCode.UNAUTHENTICATED, str(exc)) from None
+        cid = auth.client_id
+        now = time.monotonic()
+        with self._cv:
+            if method == "Hello":
+                # no nonce yet: the header's clock bounds how long a leaked one stays valid
+                if abs(time.time_ns() - auth.counter) > _HELLO_WINDOW_NS:
+                    raise _Refusal(
+                        grpc.StatusCode.UNAUTHENTICATED,
+                        "hello header is stale (is this device's clock more than 1 h off?)",
+                    )
+            elif auth.counter <= self._call_counters.get(cid, -1):
+                raise _Refusal(grpc.StatusCode.UNAUTHENTICATED, "replayed call header")
+            else:
+                self._call_counters[cid] = auth.counter
+            # a slot the reaper should have freed by now is a leak: reclaim it
+            horizon = self.body_seconds + self.call_seconds + 5
+            held = [c for c in self._calls.get(cid, ()) if now - c.started < horizon]
+            if len(held) >= self.limits.calls_per_client:
+                self._calls[cid] = held
+                raise _Refusal(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"client {cid} already holds {len(held)} calls (the limit per client)",
+                )
+            call = _Call(cid, now)
+            self._calls[cid] = [*held, call]
+            self.peak_calls_held[cid] = max(self.peak_calls_held.get(cid, 0), len(held) + 1)
+            return call
+
+    def _release(self, call: _Call) -> None:
+        with self._cv:
+            held = self._calls.get(call.client_id, [])
+            if call in held:
+                held.remove(call)
+
+    def _count_refusal(self, code: Any) -> None:
+        with self._cv:
+            self.rejected_requests += 1
+            self.refused_calls[code.name] = self.refused_calls.get(code.name, 0) + 1
+
+    def _reap(self) -> None:
+        """Cancel calls whose body is late or that outlive ``call_seconds``: a stalled
+        stream holds its client's slot for seconds, never for good."""
+        while True:
+            with self._cv:
+                if self._done and not any(self._calls.values()):
+                    return
+                now = time.monotonic()
+                late = [
+                    c
+                    for held in self._calls.values()
+                    for c in held
+                    if c.context is not None
+                    and (
+                        (c.body_at is None and now - c.started > self.body_seconds)
+                        or (c.body_at is not None and now - c.body_at > self.call_seconds)
+                    )
+                ]
+            for call in late:
+                call.context.cancel()
+                self._release(call)
+            time.sleep(0.25)
+
     # ------------------------------------------------------------------ gRPC handlers
 
-    def _hello(self, request: bytes, context: Any) -> bytes:
+    def _hello(self, request: bytes, context: Any, caller: int) -> bytes:
         try:
             cid = decode_hello(request)
         except DecodeError as exc:
             self._reject(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        if cid not in self._keys:
-            self._reject(context, grpc.StatusCode.PERMISSION_DENIED, f"unknown client {cid}")
+        if cid != caller:
+            self._reject(context, grpc.StatusCode.PERMISSION_DENIED, "hello names another client")
+        with self._cv:
+            done = self._done
+            took_part = cid in self._included_once
+            self._hello_at.setdefault(cid, time.monotonic())
+        if done:
+            self._reject(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "the job is over"
+                if took_part
+                else f"the job is over: its rounds ran without client {cid}, which joined "
+                "after the join deadline",
+            )
         return self._welcome
 
     def model_for(self, client_id: int, round_number: int) -> bytes | None:
-        """The model envelope served to ``client_id`` for a round (None: not available)."""
+        """The model envelope served to ``client_id`` for a round (None: not available, or
+        ``client_id`` is not in that round's cohort)."""
         with self._cv:
-            return self._models.get(round_number)
+            entry = self._models.get(round_number)
+        if entry is None or client_id not in entry[1]:
+            return None
+        return entry[0]
 
-    def _model_call(self, request: bytes, context: Any) -> bytes:
+    def _model_call(self, request: bytes, context: Any, caller: int) -> bytes:
         try:
             cid, rnd = decode_model_request(request)
         except DecodeError as exc:
             self._reject(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        if cid not in self._keys:
-            self._reject(context, grpc.StatusCode.PERMISSION_DENIED, f"unknown client {cid}")
+        if cid != caller:
+            self._reject(
+                context, grpc.StatusCode.PERMISSION_DENIED, "model request names another client"
+            )
         envelope = self.model_for(cid, rnd)
         if envelope is None:
-            self._reject(context, grpc.StatusCode.NOT_FOUND, f"no model for round {rnd}")
+            # the same answer for "no such round" and "not your cohort": a non-member learns
+            # nothing about the round
+            self._reject(
+                context, grpc.StatusCode.NOT_FOUND, f"no model for client {cid} in round {rnd}"
+            )
         assert envelope is not None
         return envelope
 
     def _reject(self, context: Any, code: Any, text: str) -> None:
-        with self._cv:
-            self.rejected_requests += 1
+        self._count_refusal(code)
         context.abort(code, text)  # raises
 
-    def _exchange(self, request: bytes, context: Any) -> bytes:
+    def _exchange(self, request: bytes, context: Any, caller: int) -> bytes:
         try:
             req = decode_exchange(request, self.nonce, self._keys)
         except DecodeError as exc:
@@ -410,20 +620,28 @@ class AggregationServer:
         except AuthenticationError as exc:
             self._reject(context, grpc.StatusCode.UNAUTHENTICATED, str(exc))
         cid = req.client_id
+        if cid != caller:
+            self._reject(context, grpc.StatusCode.PERMISSION_DENIED, "request names another client")
+        with self._cv:
+            bogus = req.seen > self._issued
+        if bogus:  # a long-poll that cannot be real must not keep its client "online"
+            self._reject(
+                context, grpc.StatusCode.INVALID_ARGUMENT, "seen names a message never sent"
+            )
         with self._cv:
             if req.counter <= self._counters.get(cid, -1):
-                self.rejected_requests += 1
                 replayed = True
             else:
                 replayed = False
                 self._counters[cid] = req.counter
                 self._last_seen[cid] = time.monotonic()
                 self._joined.add(cid)
+                self._joined_once.add(cid)
                 self._offline.discard(cid)
                 self._accept(req.client_id, req.round_number, req.stage, req.payload)
                 self._cv.notify_all()
         if replayed:
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, "replayed request counter")
+            self._reject(context, grpc.StatusCode.UNAUTHENTICATED, "replayed request counter")
         return self._next_for(cid, req.seen, context).to_bytes()
 
     def _accept(self, cid: int, round_number: int, stage: int, payload: bytes) -> None:
@@ -437,6 +655,19 @@ class AggregationServer:
         self._replied.add(cid)
         server.receive_bytes(pos, payload)
 
+    def _done_reply(self, cid: int) -> Reply:
+        """DONE, with the reason when this client took part in nothing (lock held)."""
+        closed = self._join_closed_at
+        hello = self._hello_at.get(cid)
+        if cid in self._included_once or closed is None or hello is None or hello <= closed:
+            return Reply(ReplyStatus.DONE)
+        late = hello - closed
+        text = (
+            f"the job ended before client {cid} took part in any round: it joined "
+            f"{late:.1f} s after the join deadline"
+        )
+        return Reply(ReplyStatus.DONE, payload=text.encode())
+
     def _next_for(self, cid: int, seen: int, context: Any) -> Reply:
         end = time.monotonic() + self.poll_seconds
         with self._cv:
@@ -444,8 +675,64 @@ class AggregationServer:
                 if self._mail_key.get(cid, 0) > seen:
                     return self._mail[cid]
                 if self._done:
-                    return Reply(ReplyStatus.DONE)
+                    return self._done_reply(cid)
                 left = end - time.monotonic()
                 if left <= 0 or not context.is_active():
                     return Reply(ReplyStatus.WAIT)
                 self._cv.wait(min(left, 0.5))
+
+
+_Behavior = Callable[[bytes, Any, int], bytes]
+
+
+class _Admission(grpc.GenericRpcHandler):  # type: ignore[misc]
+    """Routes the service's calls; authenticates and admits each one from its header in
+    gRPC's polling thread, before any worker thread or body read is spent on it.
+
+    Every method is served as stream-unary so that the handler (not gRPC) reads the one
+    request message, under the body deadline the reaper enforces; a unary handler would
+    park a worker thread until a stalled client sends its body."""
+
+    def __init__(self, server: AggregationServer, behaviors: Mapping[str, _Behavior]) -> None:
+        self._server = server
+        self._behaviors = {f"/{SERVICE}/{name}": (name, fn) for name, fn in behaviors.items()}
+
+    def service(self, details: Any) -> Any:
+        entry = self._behaviors.get(details.method)
+        if entry is None:
+            return None  # UNIMPLEMENTED
+        name, behavior = entry
+        header = next((v for k, v in details.invocation_metadata or () if k == AUTH_METADATA), None)
+        try:
+            call = self._server._admit(name, header if isinstance(header, bytes) else None)
+        except _Refusal as refusal:
+            self._server._count_refusal(refusal.code)
+            return grpc.stream_unary_rpc_method_handler(_refuse(refusal))
+        return grpc.stream_unary_rpc_method_handler(_admitted(self._server, call, behavior))
+
+
+def _refuse(refusal: _Refusal) -> Callable[[Any, Any], bytes]:
+    def handler(_requests: Any, context: Any) -> bytes:
+        context.abort(refusal.code, refusal.text)  # raises; the body is never read
+        raise AssertionError("unreachable")
+
+    return handler
+
+
+def _admitted(
+    server: AggregationServer, call: _Call, behavior: _Behavior
+) -> Callable[[Any, Any], bytes]:
+    def handler(requests: Any, context: Any) -> bytes:
+        try:
+            with server._cv:
+                call.context = context  # from now on the reaper can cancel it
+            try:
+                request = next(requests)
+            except StopIteration:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a call carries one request")
+            call.body_at = time.monotonic()
+            return behavior(request, context, call.client_id)
+        finally:
+            server._release(call)
+
+    return handler

@@ -21,13 +21,16 @@ from protocols.errors import ConfigError, DecodeError
 from protocols.net.errors import AuthenticationError
 
 __all__ = [
+    "AUTH_METADATA",
     "NO_STAGE",
     "SERVICE",
+    "CallAuth",
     "Exchange",
     "JobSpec",
     "Reply",
     "ReplyStatus",
     "RoundSpec",
+    "decode_call_auth",
     "decode_exchange",
     "decode_hello",
     "decode_model",
@@ -41,6 +44,7 @@ __all__ = [
     "encode_round",
     "encode_welcome",
     "model_digest",
+    "sign_call",
     "stage_code",
     "stage_key",
 ]
@@ -61,6 +65,10 @@ _EXCHANGE_FIXED = struct.Struct("<IQQBI")
 _REPLY_FIXED = struct.Struct("<BQBI")
 _U32 = struct.Struct("<I")
 _STAGES = tuple(Stage)
+AUTH_METADATA = "privagg-auth-bin"
+"""gRPC metadata key of a call's authentication header (binary: ``-bin``)."""
+_AUTH_LABEL = b"privagg/v1/net/call"
+_AUTH_FIXED = struct.Struct("<IQ")
 
 
 def stage_code(stage: Stage) -> int:
@@ -419,8 +427,9 @@ def model_digest(envelope: bytes) -> bytes:
 
 
 def encode_model_request(client_id: int, round_number: int) -> bytes:
-    """A device asks for the public model of ``round_number`` (the model is public: the
-    request is not signed)."""
+    """A device asks for the model envelope of ``round_number``. The call is authenticated
+    by its header (:func:`sign_call`): a per-round job's envelope names the round's cohort,
+    so the server serves it only to the cohort's members."""
     head = _HEADER.pack(_MAGIC, _VERSION, _MODEL_REQUEST)
     return head + _MODEL_REQUEST_FIXED.pack(client_id, round_number)
 
@@ -432,3 +441,47 @@ def decode_model_request(data: bytes) -> tuple[int, int]:
         raise DecodeError("model request has the wrong length")
     cid, rnd = _MODEL_REQUEST_FIXED.unpack_from(data, _HEADER.size)
     return int(cid), int(rnd)
+
+
+@dataclass(frozen=True)
+class CallAuth:
+    """Who makes a call, read from its header before the server reads the request body:
+    the client id and a counter (wall-clock nanoseconds, strictly increasing per device)."""
+
+    client_id: int
+    counter: int
+
+
+def _call_message(method: str, nonce: bytes, client_id: int, counter: int) -> bytes:
+    name = method.encode()
+    return _AUTH_LABEL + _U32.pack(len(name)) + name + nonce + _AUTH_FIXED.pack(client_id, counter)
+
+
+def sign_call(
+    key: secagg.SigningKey, client_id: int, counter: int, method: str, nonce: bytes
+) -> bytes:
+    """The authentication header of one call: client id, counter and an Ed25519 signature
+    over the method and the server run's nonce (``b""`` for ``Hello``, which fetches it)."""
+    return _AUTH_FIXED.pack(client_id, counter) + key.sign(
+        _call_message(method, nonce, client_id, counter)
+    )
+
+
+def decode_call_auth(
+    data: bytes, method: str, nonce: bytes, verify_keys: Mapping[int, bytes]
+) -> CallAuth:
+    """Authenticate a call header: DecodeError if malformed, AuthenticationError if the id
+    is unknown or the signature does not verify under that client's registered key."""
+    if len(data) != _AUTH_FIXED.size + _SIGNATURE_BYTES:
+        raise DecodeError("call header has the wrong length")
+    cid, counter = _AUTH_FIXED.unpack_from(data)
+    public = verify_keys.get(int(cid))
+    if public is None:
+        raise AuthenticationError(f"client {cid} is not registered with this server")
+    try:
+        secagg.verify_signature(
+            public, _call_message(method, nonce, cid, counter), data[_AUTH_FIXED.size :]
+        )
+    except secagg.SecAggError:
+        raise AuthenticationError(f"bad call signature for client {cid}") from None
+    return CallAuth(int(cid), int(counter))

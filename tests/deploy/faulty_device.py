@@ -18,7 +18,14 @@ import numpy as np
 import secagg
 from protocols.config import Stage
 from protocols.net import ClientTLS, JobSpec, TransportError, load_identity_key, run_device
+from protocols.net.wire import AUTH_METADATA, decode_welcome, encode_hello, sign_call
 from protocols.transport import Direction
+
+
+def _auth(
+    key: secagg.SigningKey, cid: int, counter: int, method: str, nonce: bytes
+) -> tuple[tuple[str, bytes], ...]:
+    return ((AUTH_METADATA, sign_call(key, cid, counter, method, nonce)),)
 
 
 def main() -> int:
@@ -43,9 +50,18 @@ def main() -> int:
             return os.urandom(len(payload))
         # oversized: bypass this device's own send cap with a raw channel, so the server's
         # receive cap is what refuses the message
+        # (the call header is signed, so the server admits the call and reads its body)
         channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(ca_pem))
+        own = load_identity_key(key)
+        first = time.time_ns()
         try:
-            channel.unary_unary("/privagg.Aggregation/Exchange")(b"PN" + bytes(4 << 20))
+            welcome = channel.unary_unary("/privagg.Aggregation/Hello")(
+                encode_hello(client), metadata=_auth(own, client, first, "Hello", b"")
+            )
+            nonce, _job = decode_welcome(welcome)
+            channel.unary_unary("/privagg.Aggregation/Exchange")(
+                b"PN" + bytes(4 << 20), metadata=_auth(own, client, first + 1, "Exchange", nonce)
+            )
         except grpc.RpcError as exc:
             print(f"OVERSIZED {exc.code().name}", flush=True)
         os._exit(4)

@@ -127,14 +127,15 @@ def test_deploy_twenty_processes_with_kills_garbage_and_oversized(deployment: Pa
         target = read_until(server, "listening on").split()[-1]
         assert target.startswith("127.0.0.1:")
         devices = {cid: _device(tmp, target, cid) for cid in range(N)}
-        # an unauthenticated stranger: garbage and a forged request are refused up front
+        # an unauthenticated stranger: garbage without a signed call header is refused
+        # before the server reads it
         channel = grpc.secure_channel(
             target, grpc.ssl_channel_credentials((tmp / "pki" / "ca.pem").read_bytes())
         )
         exchange = channel.unary_unary("/privagg.Aggregation/Exchange")
         with pytest.raises(grpc.RpcError) as refused:
             exchange(os.urandom(300), timeout=10)
-        assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
         channel.close()
         for cid in KILLS:  # SIGKILL each paused device at its own stage
             read_until(devices[cid], "PAUSED", timeout=90)

@@ -5,6 +5,7 @@ size caps, and the same aggregate as the in-process round for the same inputs.""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,12 +31,14 @@ from protocols.net import (
     run_device,
 )
 from protocols.net.wire import (
+    AUTH_METADATA,
     NO_STAGE,
     Exchange,
     decode_exchange,
     decode_reply,
     decode_welcome,
     encode_hello,
+    sign_call,
 )
 
 N, D = 5, 24
@@ -108,6 +111,10 @@ def test_deploy_grpc_aggregate_equals_in_process(pki: LocalPKI, running: Aggrega
         assert np.array_equal(outcome.total, local.total)  # bit-identical
 
 
+def _header(key: secagg.SigningKey, cid: int, counter: int, method: str, nonce: bytes) -> object:
+    return ((AUTH_METADATA, sign_call(key, cid, counter, method, nonce)),)
+
+
 def test_deploy_forged_replayed_and_foreign_requests_are_refused(
     pki: LocalPKI, running: AggregationServer
 ) -> None:
@@ -116,14 +123,19 @@ def test_deploy_forged_replayed_and_foreign_requests_are_refused(
     )
     hello = channel.unary_unary("/privagg.Aggregation/Hello")
     exchange = channel.unary_unary("/privagg.Aggregation/Exchange")
-    nonce, announced = decode_welcome(hello(encode_hello(1), timeout=5))
-    assert announced == running.job
     keys = load_registry(pki.registry)
     own = load_identity_key(pki.client_keys[1])
     other = load_identity_key(pki.client_keys[2])
-    good = Exchange(1, 7, 0, NO_STAGE, b"", 1 << 40).sign(own, nonce)
+    with pytest.raises(grpc.RpcError) as err:  # no call header: refused before the body
+        hello(encode_hello(1), timeout=5)
+    assert err.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    now = time.time_ns()
+    welcome = hello(encode_hello(1), timeout=5, metadata=_header(own, 1, now, "Hello", b""))
+    nonce, announced = decode_welcome(welcome)
+    assert announced == running.job
+    good = Exchange(1, 7, 0, NO_STAGE, b"", 0).sign(own, nonce)
     assert decode_exchange(good, nonce, keys).client_id == 1
-    forged = Exchange(1, 8, 0, NO_STAGE, b"", 1 << 40).sign(other, nonce)  # 2 poses as 1
+    forged = Exchange(1, 8, 0, NO_STAGE, b"", 0).sign(other, nonce)  # 2 poses as 1
     with pytest.raises(AuthenticationError):
         decode_exchange(forged, nonce, keys)
     with pytest.raises(AuthenticationError):  # signed for another server run
@@ -132,23 +144,49 @@ def test_deploy_forged_replayed_and_foreign_requests_are_refused(
     tampered[20] ^= 1
     with pytest.raises((AuthenticationError, DecodeError)):
         decode_exchange(bytes(tampered), nonce, keys)
-    for request, code in [
-        (forged, grpc.StatusCode.UNAUTHENTICATED),
-        (b"PN\x01\x03" + bytes(10), grpc.StatusCode.INVALID_ARGUMENT),
-        (bytes(running.job.max_message_bytes() + 1), grpc.StatusCode.RESOURCE_EXHAUSTED),
+    counter = iter(range(now + 1, now + 100))
+    for request, header, code in [
+        (forged, _header(own, 1, next(counter), "Exchange", nonce), "UNAUTHENTICATED"),
+        (good, _header(other, 1, next(counter), "Exchange", nonce), "UNAUTHENTICATED"),
+        (good, _header(own, 1, next(counter), "Exchange", bytes(32)), "UNAUTHENTICATED"),
+        (good, _header(own, 1, next(counter), "Model", nonce), "UNAUTHENTICATED"),
+        (good, _header(other, 2, next(counter), "Exchange", nonce), "PERMISSION_DENIED"),
+        (
+            b"PN\x01\x03" + bytes(10),
+            _header(own, 1, next(counter), "Exchange", nonce),
+            "INVALID_ARGUMENT",
+        ),
+        (
+            bytes(running.job.max_message_bytes() + 1),
+            _header(own, 1, next(counter), "Exchange", nonce),
+            "RESOURCE_EXHAUSTED",
+        ),
     ]:
         with pytest.raises(grpc.RpcError) as err:
-            exchange(request, timeout=5)
-        assert err.value.code() is code
-    assert decode_reply(exchange(good, timeout=10)).status in (0, 1)  # accepted (waits)
-    with pytest.raises(grpc.RpcError) as err:  # the same request again: a replay
-        exchange(good, timeout=5)
+            exchange(request, timeout=5, metadata=header)
+        assert err.value.code().name == code, (code, err.value.details())
+    accepted = _header(own, 1, next(counter), "Exchange", nonce)
+    assert decode_reply(exchange(good, timeout=10, metadata=accepted)).status in (0, 1)
+    with pytest.raises(grpc.RpcError) as err:  # the same call header again: a replay
+        exchange(good, timeout=5, metadata=accepted)
+    assert err.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.RpcError) as err:  # the same signed body, fresh header: a replay
+        exchange(good, timeout=5, metadata=_header(own, 1, next(counter), "Exchange", nonce))
     assert err.value.code() is grpc.StatusCode.UNAUTHENTICATED
     with pytest.raises(grpc.RpcError) as err:
-        hello(encode_hello(99), timeout=5)
+        hello(encode_hello(99), timeout=5, metadata=_header(own, 1, time.time_ns(), "Hello", b""))
     assert err.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.RpcError) as err:  # a stale hello header (2 h old)
+        stale = time.time_ns() - 7200 * 10**9
+        hello(encode_hello(1), timeout=5, metadata=_header(own, 1, stale, "Hello", b""))
+    assert err.value.code() is grpc.StatusCode.UNAUTHENTICATED
     channel.close()
-    assert running.rejected_requests == 4  # the oversized one never reached a handler
+    # the oversized body never reached a handler; everything else was refused and counted
+    assert running.refused_calls == {
+        "UNAUTHENTICATED": 8,
+        "PERMISSION_DENIED": 2,
+        "INVALID_ARGUMENT": 1,
+    }, running.refused_calls
 
 
 def test_deploy_client_refuses_wrong_ca_and_unpinned_job(
