@@ -161,7 +161,13 @@ class SecAggSum:
                 return SecAggConfig.plus(n, dropout_rate=self.dropout_rate, bits=bits)
             except ConfigError:
                 pass  # cohort too small for a sparse graph: the full graph is the answer
-        return SecAggConfig(n, n // 2 + 1, bits=bits, dropout_rate=self.dropout_rate)
+        try:
+            return SecAggConfig(n, n // 2 + 1, bits=bits, dropout_rate=self.dropout_rate)
+        except ConfigError:
+            # a tiny group (e.g. the last two devices of a cohort) cannot expect the full
+            # dropout rate and keep t = ⌊n/2⌋ + 1: the rate only checks the expectation, the
+            # protocol still tolerates dropouts down to t (and aborts below it)
+            return SecAggConfig(n, n // 2 + 1, bits=bits)
 
     def __call__(
         self,
