@@ -512,6 +512,13 @@ class _QuantizeRows:
     def __call__(self, lo: int, hi: int) -> RingArray:
         block = _block(self.updates, lo, hi, self.dimension)
         t0 = time.perf_counter()
+        # the sensitivity rests on L2-clipped rows: refuse (never silently reshape) others
+        norms = np.linalg.norm(block, axis=1)
+        if norms.size and float(norms.max()) > self.clip_norm * (1.0 + 1e-9):
+            raise DPValueError(
+                f"an update of devices {lo}..{hi} has L2 norm {float(norms.max()):.6g} > "
+                f"clip_norm {self.clip_norm:g}: clip the updates first"
+            )
         scaled = np.clip(block, -self.clip_norm, self.clip_norm) * (
             _PLAIN_STEPS_PER_CLIP / self.clip_norm
         )

@@ -147,6 +147,7 @@ class SecAggSum:
         self.group_size = group_size
         self.seed = seed
         self.carrier = carrier
+        self._configs: dict[tuple[int, int], SecAggConfig] = {}
 
     @property
     def remote(self) -> bool:
@@ -155,7 +156,14 @@ class SecAggSum:
 
     def config(self, n: int, bits: int) -> SecAggConfig:
         """The configuration of one instance of ``n`` devices (SecAgg+ when configured and
-        the group is large enough for a sparse graph, else the full graph, t = ⌊n/2⌋ + 1)."""
+        the group is large enough for a sparse graph, else the full graph, t = ⌊n/2⌋ + 1).
+        Cached: finding the SecAgg+ degree evaluates the graph's tail bounds."""
+        key = (n, bits)
+        if key not in self._configs:
+            self._configs[key] = self._config(n, bits)
+        return self._configs[key]
+
+    def _config(self, n: int, bits: int) -> SecAggConfig:
         if self.mode == "plus":
             try:
                 return SecAggConfig.plus(n, dropout_rate=self.dropout_rate, bits=bits)
