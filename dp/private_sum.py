@@ -52,6 +52,7 @@ __all__ = [
     "CentralDpSum",
     "DistributedDpSum",
     "NoDpSum",
+    "Planner",
     "PrivateRelease",
     "PrivateSum",
     "RingOutcome",
@@ -295,10 +296,16 @@ class _EncodeRows:
         return ring
 
 
+Planner = Callable[[int, float, float, int, int | None], DistributedDPPlan]
+"""``(dimension, clip_norm, noise_multiplier, expected, count_cap) -> plan``."""
+
+
 class DistributedDpSum:
     """Distributed DP over an inner ring sum: devices add their own noise shares.
 
-    ``dropout`` and ``population`` size the noise shares (:func:`noise_share_bounds`);
+    ``dropout`` and ``population`` size the noise shares (:func:`noise_share_bounds`), or
+    ``planner`` replaces the whole planning (a caller that owns its plans, e.g. the
+    recommender's channel, so there is one plan per release and one sizing rule);
     ``seed`` fixes the public per-round rotation; ``rng`` is the devices' noise generator
     (``SecureRng`` by default; a ``SimulationRng`` makes runs reproducible and marks every
     event ``secure=False``).
@@ -314,6 +321,7 @@ class DistributedDpSum:
         population: int | None = None,
         seed: int = 0,
         rng: NoiseRng | None = None,
+        planner: Planner | None = None,
     ) -> None:
         if mechanism not in ("ddg", "skellam"):
             raise DPValueError(f"mechanism must be 'ddg' or 'skellam', got {mechanism!r}")
@@ -327,6 +335,7 @@ class DistributedDpSum:
         self.seed = seed
         self.rng: NoiseRng = rng if rng is not None else SecureRng()
         self._plans: dict[tuple[Any, ...], DistributedDPPlan] = {}
+        self._planner = planner
 
     def counts_encoding(self, count_cap: int | None, expected: int) -> bool:
         """Whether 0/1 uploads with at most ``count_cap`` ones use the exact counts plan:
@@ -343,6 +352,8 @@ class DistributedDpSum:
         count_cap: int | None = None,
     ) -> DistributedDPPlan:
         """The distributed-DP plan of a release (cached: identical rounds share one)."""
+        if self._planner is not None:
+            return self._planner(dimension, clip_norm, noise_multiplier, expected, count_cap)
         counts = self.counts_encoding(count_cap, expected)
         key = (dimension, clip_norm, noise_multiplier, expected, count_cap if counts else None)
         if key in self._plans:

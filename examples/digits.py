@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 import warnings
@@ -136,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
             "secure_noise": args.seed is None,
             "rows": rows,
         }
-        (args.out / "digits.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+        for row in rows:  # strict JSON: no DP is ε = null
+            row["epsilon"] = None if math.isinf(row["epsilon"]) else row["epsilon"]
+        (args.out / "digits.json").write_text(json.dumps(report, indent=1) + "\n")
     return 0
 
 

@@ -195,7 +195,9 @@ class SecAggSum:
         included: list[int] = []
         up = down = 0
         seconds = device_seconds = 0.0
-        where = "in-process" if self.carrier is None else type(self.carrier).__name__
+        note = f"secagg={self.mode}"
+        if self.carrier is not None:
+            note += f" on {type(self.carrier).__name__}"
         for lo, hi in group_bounds(n, self.group_size):
             config = self.config(hi - lo, bits)
             drop = _drop_plan(dropouts, lo, hi)
@@ -249,7 +251,7 @@ class SecAggSum:
             bytes_down=down,
             seconds=seconds,
             device_seconds=device_seconds,
-            note=f"secagg={self.mode} ({where})",
+            note=note,
         )
 
 

@@ -369,6 +369,21 @@ def test_bad_updates_are_refused_with_one_line() -> None:
         )
 
 
+@pytest.mark.parametrize("kind", ["central", "none"])
+def test_noiseless_kinds_refuse_unclipped_rows(kind: str) -> None:
+    """Their sensitivity rests on L2-clipped rows: a row beyond the clip norm is refused,
+    never silently reshaped (the distributed kind clips on the device as it encodes)."""
+    from dp.errors import DPValueError
+
+    private = _kind(kind, "secagg_full")
+    rows = _updates(6, 4, 2)
+    rows[3] *= 5.0
+    with pytest.raises(DPValueError, match="clip"):
+        private.release(
+            rows, clip_norm=1.0, noise_multiplier=1.0, expected_contributors=6, round_index=0
+        )
+
+
 # --------------------------------------------------------------------------- samplers
 def test_cohort_samplers_wrap_events_once() -> None:
     inner = DistributedDiscreteGaussianEvent  # any event type would do; take a real one
