@@ -25,15 +25,9 @@ from dp.cohort import (
     SeededDropouts,
     StratifiedCohort,
 )
-from dp.private_sum import (
-    CentralDpSum,
-    DistributedDpSum,
-    NoDpSum,
-    PrivateRelease,
-    PrivateSum,
-    RingSum,
-    calibrate,
-)
+from dp.distributed_sum import DistributedDpSum
+from dp.noiseless_sum import CentralDpSum, NoDpSum
+from dp.private_sum import PrivateRelease, PrivateSum, RingSum, calibrate
 from privagg.rounds import PrivateRounds, RoundRecord, clip_rows
 from protocols.secagg_sum import PlainRingSum, SecAggSum
 

@@ -30,15 +30,10 @@ from numpy.typing import NDArray
 
 from dp.budget import BudgetPolicy
 from dp.cohort import Cohort, FullCohort, PoissonCohort, SeededDropouts
+from dp.distributed_sum import DistributedDpSum
 from dp.ledger import PrivacyLedger
-from dp.private_sum import (
-    CentralDpSum,
-    DistributedDpSum,
-    NoDpSum,
-    PrivateSum,
-    RingSum,
-    calibrate,
-)
+from dp.noiseless_sum import CentralDpSum, NoDpSum
+from dp.private_sum import PrivateSum, RingSum, calibrate
 from dp.rng import NoiseRng, SecureRng, SimulationRng
 from privagg.rounds import PrivateRounds, RoundRecord
 from protocols.secagg_sum import PlainRingSum, SecAggSum

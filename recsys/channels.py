@@ -47,18 +47,13 @@ import secagg
 from dp.central import central_gaussian
 from dp.cohort import Dropouts, FixedDrops, FullCohort, PoissonCohort, SeededDropouts
 from dp.distributed import decode
+from dp.distributed_sum import DistributedDpSum
 from dp.errors import DPValueError, PlanningError
 from dp.events import NonPrivateEvent, PoissonSampledEvent, PrivacyEvent
 from dp.ledger import charged_event
+from dp.noiseless_sum import CentralDpSum, NoDpSum
 from dp.planning import DistributedDPPlan, plan_distributed_counts, plan_distributed_dp
-from dp.private_sum import (
-    CentralDpSum,
-    DistributedDpSum,
-    NoDpSum,
-    PrivateSum,
-    RingSum,
-    UpdateSource,
-)
+from dp.private_sum import PrivateSum, RingSum, UpdateSource
 from dp.rng import NoiseRng, SecureRng, SimulationRng
 from dp.rotation import padded_dimension
 from dp.samplers import bernoulli

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 import secagg
 from dp import make_accountant
 from dp.cohort import FixedDrops, FullCohort, PoissonCohort, SeededDropouts, StratifiedCohort
+from dp.distributed_sum import DistributedDpSum, noise_share_bounds
 from dp.events import (
     DistributedDiscreteGaussianEvent,
     NonPrivateEvent,
@@ -34,15 +35,8 @@ from dp.events import (
     PrivacyEvent,
     StratifiedPoissonSampledEvent,
 )
-from dp.private_sum import (
-    CentralDpSum,
-    DistributedDpSum,
-    NoDpSum,
-    PrivateSum,
-    RingSum,
-    calibrate,
-    noise_share_bounds,
-)
+from dp.noiseless_sum import CentralDpSum, NoDpSum
+from dp.private_sum import PrivateSum, RingSum, calibrate
 from dp.rng import SecureRng, SimulationRng
 from protocols.secagg_sum import PlainRingSum, SecAggSum, group_bounds
 from recsys.executors import LocalExecutor

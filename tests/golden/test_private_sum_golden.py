@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 from dp.cohort import PoissonCohort, SeededDropouts
-from dp.private_sum import CentralDpSum, DistributedDpSum, NoDpSum, PrivateSum, RingSum
+from dp.distributed_sum import DistributedDpSum
+from dp.noiseless_sum import CentralDpSum, NoDpSum
+from dp.private_sum import PrivateSum, RingSum
 from dp.rng import SimulationRng
 from protocols.secagg_sum import PlainRingSum, SecAggSum
 from tests.golden.jobs import DELTA, IN_PROCESS_CASES, SEED, D, N, _epsilon, _event_json, _sha

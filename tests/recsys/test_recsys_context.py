@@ -11,7 +11,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from dp import private_sum as private_sum_module
+from dp import distributed_sum as private_sum_module
 from protocols import secagg_sum as secagg_sum_module
 from recsys.context import (
     AGE_AT_RELEASE_EDGES,
@@ -58,7 +58,7 @@ def _random_context(r: Any, rng: np.random.Generator) -> UserContext:
 def _record_uploads(monkeypatch: pytest.MonkeyPatch) -> list[np.ndarray]:
     """Spy on every upload: the clipped float updates the devices encode, the encoded ring
     vectors they send, and the ring matrix handed to SecAgg."""
-    # the channel's release encodes in dp.private_sum and runs SecAgg in protocols.secagg_sum
+    # the channel's release encodes in dp.distributed_sum and runs SecAgg in protocols.secagg_sum
     seen: list[np.ndarray] = []
     real_encode = private_sum_module.encode_many
     real_secagg = secagg_sum_module.run_secagg
