@@ -9,7 +9,7 @@ TORCH_PIN := torch==2.13.0
 HASH := $(shell sha256sum pyproject.toml | cut -c1-16)
 STAMP_RUN := $(VENV)/.stamp-run-$(HASH)
 STAMP_DEV := $(VENV)/.stamp-dev-$(HASH)
-PKGS := secagg protocols dp recsys analysis
+PKGS := secagg protocols dp recsys analysis privagg examples
 
 .PHONY: demo test lint bench typecheck pytest clean security
 

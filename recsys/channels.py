@@ -18,6 +18,11 @@ With an executor (:meth:`Channel.release_on`, ``distributed`` under SecAgg only)
 devices' local update, encoding and SecAgg client steps run on a
 :mod:`recsys.executors` executor (in this process or on Ray actors) instead.
 
+:meth:`Channel.release` is the composition stack itself: ``dp.private_sum``'s
+``DistributedDpSum`` / ``CentralDpSum`` / ``NoDpSum`` over ``protocols.SecAggSum`` (or
+``PlainRingSum``), with this channel's plans injected; the channel wraps the events in its
+Poisson sampling, once.
+
 ``secagg="off"`` replaces the protocol by a plain modular sum of the same ring vectors —
 for speed comparisons only; every release record says so. Dropouts are simulated with a
 seeded generator (who drops is not a secret); cohort sampling and noise use the ``dp``
@@ -40,15 +45,20 @@ from numpy.typing import NDArray
 import protocols
 import secagg
 from dp.central import central_gaussian
-from dp.distributed import decode, encode_many
+from dp.cohort import Dropouts, FixedDrops, FullCohort, PoissonCohort, SeededDropouts
+from dp.distributed import decode
+from dp.distributed_sum import DistributedDpSum
 from dp.errors import DPValueError, PlanningError
 from dp.events import NonPrivateEvent, PoissonSampledEvent, PrivacyEvent
 from dp.ledger import charged_event
+from dp.noiseless_sum import CentralDpSum, NoDpSum
 from dp.planning import DistributedDPPlan, plan_distributed_counts, plan_distributed_dp
+from dp.private_sum import PrivateSum, RingSum, UpdateSource
 from dp.rng import NoiseRng, SecureRng, SimulationRng
 from dp.rotation import padded_dimension
 from dp.samplers import bernoulli
 from protocols.messages import MaskedInput
+from protocols.secagg_sum import PlainRingSum, SecAggSum, group_bounds
 from recsys.errors import ConfigError, ReleaseAborted
 from recsys.executors import EncodeWork, Executor
 from recsys.federated import ClientTask, DeviceFleet, ItemServer
@@ -130,8 +140,34 @@ class Channel:
     def __init__(self, spec: ChannelSpec) -> None:
         self.spec = spec
         self.rng: NoiseRng = SimulationRng(spec.seed) if spec.simulation_noise else SecureRng()
-        self._dropouts = np.random.default_rng([spec.seed, 0xD0])
+        self._dropout_sim = SeededDropouts(spec.dropout, spec.seed)
         self._plans: dict[tuple[int, float, float, int, int | None], DistributedDPPlan] = {}
+        self._private_sum = self._make_private_sum()
+
+    def _make_private_sum(self) -> PrivateSum:
+        """The release stage: dp's private sum of the configured kind over SecAgg(+)."""
+        spec = self.spec
+        inner: RingSum = (
+            PlainRingSum(spec.group_size)
+            if spec.secagg == "off"
+            else SecAggSum(
+                spec.secagg, dropout_rate=spec.dropout, group_size=spec.group_size, seed=spec.seed
+            )
+        )
+        if spec.privacy == "central":
+            return CentralDpSum(inner, rng=self.rng)
+        if spec.privacy == "none":
+            return NoDpSum(inner, rng=self.rng)
+        return DistributedDpSum(
+            inner,
+            bits=spec.bits,
+            mechanism="ddg" if spec.mechanism == "discrete_gaussian" else "skellam",
+            dropout=spec.dropout,
+            population=spec.population,
+            seed=spec.seed,
+            rng=self.rng,
+            planner=self.plan,  # one plan per release, sized by this channel
+        )
 
     @property
     def mechanism_name(self) -> str:
@@ -298,15 +334,6 @@ class Channel:
         return plan.event(secure=secure)
 
     # ------------------------------------------------------------------ one release
-    def _drops(self, n: int) -> tuple[list[int], list[int]]:
-        """Who vanishes: before sending the masked input (excluded) or during unmasking
-        (included; the protocol recovers its mask). Half of the dropouts each."""
-        if self.spec.dropout <= 0:
-            return [], []
-        gone = np.flatnonzero(self._dropouts.random(n) < self.spec.dropout)
-        late = self._dropouts.random(len(gone)) < 0.5
-        return gone[~late].tolist(), gone[late].tolist()
-
     def _secagg_config(self, n: int, max_abs: int | None) -> protocols.SecAggConfig:
         p = self.spec.dropout
         bits = self.spec.bits if self.spec.privacy == "distributed" else self._plain_bits(n)
@@ -331,54 +358,11 @@ class Channel:
         deadline misses), or the seeded random dropouts of ``spec.dropout``."""
         if plan is not None:
             return {stage: sorted(int(i) for i in ids) for stage, ids in plan.items()}
-        early, late = self._drops(n)
-        return {"mask": early, "unmask": late}
-
-    def _sum(
-        self,
-        ring: NDArray[np.uint64],
-        bits: int,
-        round_index: int,
-        drop_plan: DropPlan | None = None,
-    ) -> tuple[NDArray[np.uint64], tuple[int, ...], int, int, float]:
-        """Modular sum over survivors: (total, included positions, up, down, seconds)."""
-        n = ring.shape[0]
-        drop = self._stage_drops(n, drop_plan)
-        start = time.perf_counter()
-        if self.spec.secagg == "off":
-            keep = np.ones(n, dtype=bool)
-            for stage, ids in drop.items():
-                if stage != "unmask":  # a device lost while unmasking is still in the sum
-                    keep[ids] = False
-            total = secagg.ring_sum(ring[keep], bits)
-            nbytes = int(keep.sum()) * ring.shape[1] * ((bits + 7) // 8)
-            positions = tuple(int(i) for i in np.flatnonzero(keep))
-            return total, positions, nbytes, 0, time.perf_counter() - start
-        config = self._secagg_config(n, None)
-        try:
-            result = protocols.run_secagg(
-                ring,
-                config,
-                drop=drop,
-                seed=self.spec.seed * 1_000_003 + round_index,
-                round_number=round_index,
-            )
-        except protocols.ProtocolAborted as exc:
-            raise ReleaseAborted(
-                f"round {round_index}: secure aggregation aborted ({exc})"
-            ) from exc
-        up = sum(s.upload_bytes for s in result.stages)
-        down = sum(s.download_bytes for s in result.stages)
-        return (result.total, tuple(result.included), up, down, time.perf_counter() - start)
+        return self._dropout_sim(0, n)
 
     def _groups(self, n: int) -> list[tuple[int, int]]:
-        """Cohort positions of each SecAgg instance: blocks of at most ``group_size``."""
-        group = max(2, self.spec.group_size)
-        bounds = [(lo, min(n, lo + group)) for lo in range(0, n, group)]
-        if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < 2:  # no lone device
-            bounds[-2] = (bounds[-2][0], n)
-            bounds.pop()
-        return bounds
+        """Cohort positions of each SecAgg instance (the private sum's grouping)."""
+        return group_bounds(n, self.spec.group_size)
 
     def _decode_distributed(
         self,
@@ -512,109 +496,77 @@ class Channel:
         encoded and securely aggregated in groups of at most ``spec.group_size`` devices
         (one SecAgg instance each), and only the modular sum of the group sums is decoded.
         ``drop_plan`` (cohort positions per SecAgg stage) replaces the seeded random dropouts
-        of ``spec.dropout``: the device simulator's offline devices and deadline misses.
+        of ``spec.dropout``: the device simulator's offline and late devices.
+
+        The release is ``dp.private_sum``'s (distributed, central or none) over
+        ``protocols.SecAggSum`` (or the plain sum of ``secagg="off"``); the Poisson sampling
+        of the cohort wraps its events here, once.
         """
+        source: UpdateSource
         if callable(uploads):
             if cohort_size is None:
                 raise ConfigError("cohort_size is required with an upload function")
-            n, upload_fn = cohort_size, uploads
+            n, source = cohort_size, _FirstBlock(uploads, n=cohort_size, group=self.spec.group_size)
+            dimension: int | None = source.dimension()
         else:
-            matrix = uploads
-            n, upload_fn = matrix.shape[0], lambda lo, hi: matrix[lo:hi]
+            n, source, dimension = uploads.shape[0], uploads, None
         if n < 2:
             raise ReleaseAborted(f"round {round_index}: only {n} device(s) in the cohort")
-        bounds = self._groups(n)
-        rotation_seed = (self.spec.seed << 20) ^ round_index
-        note = (
-            "secagg=off: plain sum (speed comparison only)"
-            if self.spec.secagg == "off"
-            else f"secagg={self.spec.secagg}"
-        )
-        distributed = self.spec.privacy == "distributed"
-        plan: DistributedDPPlan | None = None
-        scale = 0.0
-        total: NDArray[np.uint64] | None = None
-        positions: list[int] = []
-        enc_s = sa_s = 0.0
-        up = down = 0
-        dim = -1
-        bits = self.spec.bits if distributed else self._plain_bits(n)
-        for lo, hi in bounds:
-            block = np.asarray(upload_fn(lo, hi), dtype=np.float64)
-            t0 = time.perf_counter()
-            if dim < 0:
-                dim = block.shape[1]
-                if distributed:
-                    plan = self.plan(dim, clip_norm, noise_multiplier, expected_clients, count_cap)
-                    if n > plan.max_contributors:
-                        raise ReleaseAborted(
-                            f"round {round_index}: {n} devices exceed the ring plan "
-                            f"({plan.max_contributors})"
-                        )
-                else:
-                    scale = _PLAIN_STEPS_PER_CLIP / clip_norm
-            if block.shape != (hi - lo, dim):
-                raise ConfigError(f"uploads of devices {lo}..{hi} have shape {block.shape}")
-            if plan is not None:
-                encoded, _ = encode_many(block, plan, rotation_seed=rotation_seed, rng=self.rng)
-                ring = encoded.astype(secagg.ring_dtype(bits))  # values are already < 2^bits
-            else:
-                # noiseless fixed point; rows are already L2-clipped, so |x_j| <= clip
-                clipped = np.clip(block, -clip_norm, clip_norm) * scale
-                floor = np.floor(clipped)
-                frac = clipped - floor
-                up_round = _uniform(self.rng, clipped.size).reshape(clipped.shape) < frac
-                ring = secagg.to_ring(floor.astype(np.int64) + up_round, bits)
-            enc_s += time.perf_counter() - t0
-            part, pos, u_bytes, d_bytes, seconds = self._sum(
-                ring, bits, round_index * 7919 + lo, _group_plan(drop_plan, lo, hi)
+        dropouts: Dropouts = self._dropout_sim if drop_plan is None else FixedDrops(drop_plan)
+        try:
+            release = self._private_sum.release(
+                source,
+                clip_norm=clip_norm,
+                noise_multiplier=noise_multiplier,
+                expected_contributors=expected_clients,
+                round_index=round_index,
+                dimension=dimension,
+                cohort_size=n,
+                count_cap=count_cap,
+                dropouts=dropouts,
             )
-            total = part if total is None else secagg.ring_add(total, part, bits)
-            positions.extend(lo + p for p in pos)
-            up += u_bytes
-            down += d_bytes
-            sa_s += seconds
-        assert total is not None
-        included = len(positions)
-        t0 = time.perf_counter()
-        planned: PrivacyEvent
-        noise_std = 0.0
-        if plan is not None:
-            values, planned, charged, note = self._decode_distributed(
-                total, plan, rotation_seed, included, sampling_rate, note
-            )
-            noise_std = _noise_std(plan, included)
-        else:
-            values = secagg.centered_lift(total, bits).astype(np.float64) / scale
-            planned = NonPrivateEvent()
-            if self.spec.privacy == "central":
-                values, central_event = central_gaussian(
-                    values,
-                    l2_sensitivity=clip_norm,
-                    noise_multiplier=noise_multiplier,
-                    rng=self.rng,
-                )
-                planned = central_event
-                noise_std = noise_multiplier * clip_norm
-                if sampling_rate < 1.0:
-                    planned = PoissonSampledEvent(sampling_rate, planned)
-            charged = planned
-        dec_s = time.perf_counter() - t0
+        except DPValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if release.total is None:
+            raise ReleaseAborted(f"round {round_index}: {release.aborted}")
+        sampler = PoissonCohort(sampling_rate, self.rng) if sampling_rate < 1.0 else FullCohort()
         return Release(
-            total=values,
-            included=included,
-            dropped=n - included,
-            event=charged,
-            planned_event=planned,
-            included_positions=tuple(positions),
-            bytes_up=up,
-            bytes_down=down,
-            encode_seconds=enc_s,
-            secagg_seconds=sa_s,
-            decode_seconds=dec_s,
-            note=note,
-            noise_std=noise_std,
+            total=release.total,
+            included=len(release.included),
+            dropped=release.dropped,
+            event=sampler.wrap(release.event),
+            planned_event=sampler.wrap(release.planned_event),
+            included_positions=release.included,
+            bytes_up=release.ring.bytes_up,
+            bytes_down=release.ring.bytes_down,
+            encode_seconds=release.encode_seconds,
+            secagg_seconds=release.ring.seconds,
+            decode_seconds=release.decode_seconds,
+            note=release.note,
+            noise_std=release.noise_std,
         )
+
+
+class _FirstBlock:
+    """An upload function whose first SecAgg group is computed once, early, to learn the
+    upload length (the private sum plans the release before it asks for any block)."""
+
+    def __init__(self, fn: UploadFn, *, n: int, group: int) -> None:
+        self.fn = fn
+        self.first = group_bounds(n, group)[0]
+        self.block: FloatArray | None = None
+
+    def dimension(self) -> int:
+        self.block = np.asarray(self.fn(*self.first), dtype=np.float64)
+        if self.block.ndim != 2:
+            raise ConfigError(f"uploads of devices {self.first} have shape {self.block.shape}")
+        return int(self.block.shape[1])
+
+    def __call__(self, lo: int, hi: int) -> FloatArray:
+        if (lo, hi) == self.first and self.block is not None:
+            block, self.block = self.block, None
+            return block
+        return np.asarray(self.fn(lo, hi), dtype=np.float64)
 
 
 def _noise_std(plan: DistributedDPPlan, included: int) -> float:

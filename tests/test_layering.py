@@ -1,7 +1,8 @@
 """The dependency direction of the design card, enforced on the source tree.
 
-secagg <- protocols; dp stands alone; recsys composes them; analysis drives all. A lower
-layer importing a higher one (even lazily inside a function) fails this test.
+secagg <- protocols; dp stands alone; the ``privagg`` facade sits above dp and protocols;
+recsys composes them; analysis drives all. A lower layer importing a higher one (even
+lazily inside a function) fails this test.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("secagg", "protocols", "dp", "recsys", "analysis")
+PACKAGES = ("secagg", "protocols", "dp", "privagg", "recsys", "analysis")
 ALLOWED: dict[str, set[str]] = {
     "secagg": {"secagg"},
     "protocols": {"protocols", "secagg"},
     "dp": {"dp"},
-    "recsys": {"recsys", "secagg", "protocols", "dp"},
+    "privagg": {"privagg", "dp", "protocols", "secagg"},
+    "recsys": {"recsys", "secagg", "protocols", "dp", "privagg"},
     "analysis": set(PACKAGES),
 }
 # Third-party imports each layer must stay free of (secagg stays light and torch-free).
@@ -25,6 +27,7 @@ FORBIDDEN_THIRD_PARTY: dict[str, set[str]] = {
     "secagg": {"torch", "opacus", "random"},
     "protocols": {"torch", "opacus", "random"},
     "dp": {"random"},
+    "privagg": {"random"},
 }
 
 
@@ -71,3 +74,17 @@ def test_walker_detects_a_violation(tmp_path: Path) -> None:
 def test_every_package_ships_py_typed() -> None:
     for package in PACKAGES:
         assert (ROOT / package / "py.typed").is_file(), package
+
+
+def test_privagg_imports_without_torch_until_train_is_used() -> None:
+    """``import privagg`` (the private sum, samplers, rounds) needs no torch; the torch
+    entry point is loaded on first use of ``privagg.train``."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, privagg; assert 'torch' not in sys.modules, 'torch imported';"
+        "assert callable(privagg.DistributedDpSum) and callable(privagg.SecAggSum)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

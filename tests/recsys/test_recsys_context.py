@@ -11,8 +11,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-import protocols
-from recsys import channels as channels_module
+from dp import distributed_sum as private_sum_module
+from protocols import secagg_sum as secagg_sum_module
 from recsys.context import (
     AGE_AT_RELEASE_EDGES,
     ContextConfig,
@@ -58,9 +58,10 @@ def _random_context(r: Any, rng: np.random.Generator) -> UserContext:
 def _record_uploads(monkeypatch: pytest.MonkeyPatch) -> list[np.ndarray]:
     """Spy on every upload: the clipped float updates the devices encode, the encoded ring
     vectors they send, and the ring matrix handed to SecAgg."""
+    # the channel's release encodes in dp.distributed_sum and runs SecAgg in protocols.secagg_sum
     seen: list[np.ndarray] = []
-    real_encode = channels_module.encode_many
-    real_secagg = protocols.run_secagg
+    real_encode = private_sum_module.encode_many
+    real_secagg = secagg_sum_module.run_secagg
 
     def encode_spy(block: Any, *args: Any, **kw: Any) -> Any:
         seen.append(np.array(block, copy=True))
@@ -72,8 +73,8 @@ def _record_uploads(monkeypatch: pytest.MonkeyPatch) -> list[np.ndarray]:
         seen.append(np.array(inputs, copy=True))
         return real_secagg(inputs, *args, **kw)
 
-    monkeypatch.setattr(channels_module, "encode_many", encode_spy)
-    monkeypatch.setattr(protocols, "run_secagg", secagg_spy)
+    monkeypatch.setattr(private_sum_module, "encode_many", encode_spy)
+    monkeypatch.setattr(secagg_sum_module, "run_secagg", secagg_spy)
     return seen
 
 

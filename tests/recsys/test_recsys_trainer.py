@@ -100,7 +100,8 @@ def test_r2_no_user_state_crosses_the_protocol_boundary(
         kw["transport"] = protocols.InMemoryTransport(hooks=[hook])
         return real(inputs, config, **kw)
 
-    monkeypatch.setattr(channels_module.protocols, "run_secagg", spy)
+    # the channel's release runs SecAgg through the private sum's inner ring sum
+    monkeypatch.setattr(protocols.secagg_sum, "run_secagg", spy)
     trainer = Trainer(split, feats, _config(privacy="none", dropout=0.0))
     result = trainer.run()
     widths = {x.shape[1] for x in seen}
