@@ -151,9 +151,7 @@ class PrivaggMod:
             return stage, round_number, result
         if session is None or session.round_number != round_number:
             holder = _recorded_process(ctxt)
-            where = (
-                f"process {holder[0]} (round {holder[1]})" if holder else "no process on record"
-            )
+            where = f"process {holder[0]} (round {holder[1]})" if holder else "no process on record"
             raise SessionLost(
                 f"stage {stage!r} of round {round_number} reached process {os.getpid()}, but "
                 f"this device's SecAgg state is held by {where}; run the ClientApp in one "

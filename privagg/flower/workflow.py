@@ -152,8 +152,7 @@ class PrivaggWorkflow:
             clip_norm=self.clip_norm,
             noise_multiplier=self.noise_multiplier,
             mechanism=self.mechanism,
-            min_contributors=config.threshold
-            - math.ceil(config.corrupt_fraction * len(node_ids)),
+            min_contributors=config.threshold - math.ceil(config.corrupt_fraction * len(node_ids)),
             rotation_seed=secrets.token_bytes(32),
             model_sha256=model_digest(arrays),
             simulation_noise_seed=self.simulation_noise_seed,

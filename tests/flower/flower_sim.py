@@ -51,9 +51,10 @@ def initial_model() -> list[np.ndarray]:
 def local_data(partition: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(1000 + partition)
     x = rng.normal(size=(16, IN_FEATURES)).astype(np.float32)
-    true_w = np.arange(IN_FEATURES * OUT_FEATURES, dtype=np.float32).reshape(
-        IN_FEATURES, OUT_FEATURES
-    ) / 10.0
+    true_w = (
+        np.arange(IN_FEATURES * OUT_FEATURES, dtype=np.float32).reshape(IN_FEATURES, OUT_FEATURES)
+        / 10.0
+    )
     y = (x @ true_w + rng.normal(0.0, 0.1, (16, OUT_FEATURES))).astype(np.float32)
     return x, y
 
