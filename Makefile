@@ -34,8 +34,8 @@ demo: $(STAMP_RUN)
 	$(VENV)/bin/privagg demo
 
 lint: $(STAMP_DEV)
-	$(VENV)/bin/ruff check $(PKGS) tests benchmarks
-	$(VENV)/bin/ruff format --check $(PKGS) tests benchmarks
+	$(VENV)/bin/ruff check $(PKGS) tests benchmarks examples
+	$(VENV)/bin/ruff format --check $(PKGS) tests benchmarks examples
 	$(VENV)/bin/mypy
 
 pytest: $(STAMP_DEV) $(STAMP_FLOWER)
