@@ -23,8 +23,10 @@ between messages). It stays in this process, keyed by (run, node); the ``Context
 records which process holds it, so a stage that reaches another process gets one clear
 error (the server counts the device as dropped) instead of a silent wrong answer. Flower's
 simulation engine keeps ClientApps in long-lived Ray actors: run one actor (see
-:func:`privagg.flower.simulation.backend_config`). A deployment needs a SuperNode whose
-ClientApp process lives for the whole round (``--isolation process``).
+:func:`privagg.flower.simulation.backend_config`). A SuperNode deployment (flwr 1.42 runs
+one ClientApp process per message) needs a sealed export/restore of the client state in
+:mod:`protocols`, which does not exist yet; until then every device of a deployment
+refuses the second stage and the round aborts before any share is revealed.
 
 Retries: a stage message delivered twice (Flower re-sends after a lost reply) gets the
 same reply bytes again, never a second, different answer.
