@@ -100,6 +100,11 @@ class PrivaggWorkflow:
             raise TypeError("ledger must be a dp.ledger.PrivacyLedger")
         if timeout is not None and not timeout > 0:
             raise ValueError("timeout must be positive seconds or None")
+        if ledger.meta.public_key is None:
+            log.warning(
+                "privagg: the ledger is unsigned; pass PrivacyLedger.create(..., "
+                "signing_key=secagg.SigningKey.generate()) so its rows cannot be rewritten"
+            )
         self.clip_norm = float(clip_norm)
         self.noise_multiplier = float(noise_multiplier)
         self.ledger = ledger
