@@ -37,12 +37,14 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 import protocols
+import secagg
 from dp.distributed import encode
 from dp.rng import NoiseRng, SimulationRng
 from privagg.flower import wire
@@ -68,6 +70,9 @@ class _Session:
     replies: dict[bytes, bytes] = field(default_factory=dict)
 
 
+Identity = Callable[[Any], tuple[secagg.SigningKey, Mapping[int, bytes]]]
+"""Device context -> (its Ed25519 signing key, the PKI: node id -> public key)."""
+
 _SESSIONS: dict[tuple[int, int], _Session] = {}
 _LOCK = threading.Lock()
 
@@ -76,21 +81,28 @@ class PrivaggMod:
     """Flower mod running privagg's distributed DP + SecAgg(+) client on the device.
 
     ``policy`` is the device's floor on what a server may propose (default:
-    :class:`DevicePolicy`). Instances are callables with Flower's mod signature.
+    :class:`DevicePolicy`). ``identity`` is needed only for the malicious-server mode: called
+    on the device with its ``Context``, it returns the device's Ed25519 signing key and the
+    PKI it trusts (Flower node id -> Ed25519 public key), never taken from the server. It
+    runs where the ClientApp runs, so it must be picklable (a function, not a key object).
+    Instances are callables with Flower's mod signature.
     """
 
-    def __init__(self, policy: DevicePolicy | None = None) -> None:
+    def __init__(
+        self, policy: DevicePolicy | None = None, *, identity: Identity | None = None
+    ) -> None:
         self.policy = policy if policy is not None else DevicePolicy()
+        self.identity = identity
         # Flower pickles the ClientApp (and so this mod) for every message it runs in a
         # simulation actor: the live sessions must be process state, not instance state.
         self._sessions = _SESSIONS
         self._lock = _LOCK
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"policy": self.policy}
+        return {"policy": self.policy, "identity": self.identity}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["policy"])  # type: ignore[misc]
+        self.__init__(state["policy"], identity=state["identity"])  # type: ignore[misc]
 
     def __call__(self, msg: Any, ctxt: Any, call_next: Any) -> Any:
         from flwr.app import ConfigRecord, Error, Message, MessageType, RecordDict
@@ -220,7 +232,14 @@ class PrivaggMod:
                 simulation_noise_seed(offer.simulation_noise_seed, round_number, node_id)
             )
         ring, _ = encode(update, plan, rotation_seed=offer.rotation_seed, rng=rng)
-        client = protocols.SecAggClient(offer.node_ids.index(node_id), config, ring)
+        signing_key, verify_keys = self._keys(ctxt, offer, node_id, config)
+        client = protocols.SecAggClient(
+            offer.node_ids.index(node_id),
+            config,
+            ring,
+            signing_key=signing_key,
+            verify_keys=verify_keys,
+        )
         reply = client.handle_bytes(payload)
         with self._lock:  # a new round replaces (and forgets) the device's previous one
             self._sessions[key] = _Session(round_number, client)
@@ -228,6 +247,25 @@ class PrivaggMod:
             {_PROCESS_FIELD: os.getpid(), _ROUND_FIELD: round_number}
         )
         return reply
+
+    def _keys(
+        self, ctxt: Any, offer: RoundOffer, node_id: int, config: protocols.SecAggConfig
+    ) -> tuple[secagg.SigningKey | None, dict[int, bytes] | None]:
+        """The device's signing key and the cohort's verify keys, from its own PKI."""
+        if not config.consistency_check:
+            return None, None
+        if self.identity is None:
+            raise OfferRefused(
+                "the malicious-server mode needs this device's signing key and PKI "
+                "(PrivaggMod(identity=...))"
+            )
+        signing_key, pki = self.identity(ctxt)
+        unknown = [nid for nid in offer.node_ids if nid not in pki]
+        if unknown:
+            raise OfferRefused(f"nodes {unknown[:3]} are not in this device's PKI")
+        if pki[node_id] != signing_key.public_bytes:
+            raise OfferRefused("this device's signing key is not the one its PKI names")
+        return signing_key, {i: pki[nid] for i, nid in enumerate(offer.node_ids)}
 
 
 def flat_update(received: list[Any], trained: list[Any]) -> Any:

@@ -71,6 +71,7 @@ class RoundOffer:
     rotation_seed: bytes
     model_sha256: bytes
     simulation_noise_seed: int | None = None
+    threat_model: str = protocols.ThreatModel.HONEST_BUT_CURIOUS.value
     version: int = OFFER_VERSION
 
     def to_bytes(self) -> bytes:
@@ -104,6 +105,7 @@ class RoundOffer:
                 simulation_noise_seed=None
                 if body["simulation_noise_seed"] is None
                 else _int(body["simulation_noise_seed"]),
+                threat_model=protocols.ThreatModel(body["threat_model"]).value,
                 version=OFFER_VERSION,
             )
         except (KeyError, TypeError, json.JSONDecodeError) as exc:
@@ -131,6 +133,7 @@ class RoundOffer:
             bits=self.bits,
             dropout_rate=self.dropout_rate,
             corrupt_fraction=self.corrupt_fraction,
+            threat_model=protocols.ThreatModel(self.threat_model),
         )
 
     def plan(self, dimension: int) -> DistributedDPPlan:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import protocols
 from privagg.flower.offer import RoundOffer
 
 __all__ = ["DevicePolicy", "OfferRefused"]
@@ -33,7 +34,9 @@ class DevicePolicy:
     device accepts in a released sum (the plan's ``min_contributors``); ``max_clip_norm``
     caps the sensitivity; ``min_threshold_fraction`` is the smallest SecAgg threshold t / n
     accepted; ``allow_simulation_noise`` admits the seeded, non-secure noise of
-    :class:`dp.SimulationRng` (tests and reproducible simulations only).
+    :class:`dp.SimulationRng` (tests and reproducible simulations only);
+    ``require_consistency_check`` refuses rounds without the signed advertise and
+    consistency rounds of the malicious-server mode (needs a PKI, see ``PrivaggMod``).
     """
 
     min_noise_multiplier: float = 0.5
@@ -43,6 +46,7 @@ class DevicePolicy:
     min_bits: int = 16
     max_cohort: int = 1 << 16
     allow_simulation_noise: bool = False
+    require_consistency_check: bool = False
 
     def check(self, offer: RoundOffer) -> None:
         """Raise :class:`OfferRefused` unless the offer meets every rule of this policy."""
@@ -79,6 +83,13 @@ class DevicePolicy:
             )
         if offer.bits < self.min_bits:
             raise OfferRefused(f"a {offer.bits}-bit ring is below the device's {self.min_bits}")
+        if self.require_consistency_check and (
+            offer.threat_model != protocols.ThreatModel.MALICIOUS_SERVER.value
+        ):
+            raise OfferRefused(
+                "the device requires the malicious-server mode (signed keys and a signed "
+                f"consistency check), the server offers {offer.threat_model}"
+            )
         if offer.simulation_noise_seed is not None and not self.allow_simulation_noise:
             raise OfferRefused(
                 "the server asks for seeded simulation noise, which is not secure; the "

@@ -24,7 +24,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,6 +92,8 @@ class PrivaggWorkflow:
         graph: str = "auto",
         timeout: float | None = 300.0,
         simulation_noise_seed: int | None = None,
+        threat_model: protocols.ThreatModel = protocols.ThreatModel.HONEST_BUT_CURIOUS,
+        verify_keys: Mapping[int, bytes] | None = None,
         on_round: Callable[[RoundReport], None] | None = None,
     ) -> None:
         if graph not in ("auto", "plus", "full"):
@@ -115,6 +117,12 @@ class PrivaggWorkflow:
         self.graph = graph
         self.timeout = timeout
         self.simulation_noise_seed = simulation_noise_seed
+        if not isinstance(threat_model, protocols.ThreatModel):
+            raise TypeError("threat_model must be a protocols.ThreatModel")
+        if threat_model is protocols.ThreatModel.MALICIOUS_SERVER and verify_keys is None:
+            raise ValueError("the malicious-server mode needs verify_keys (node id -> key)")
+        self.threat_model = threat_model
+        self.verify_keys = dict(verify_keys or {})
         self.on_round = on_round
         self.reports: list[RoundReport] = []
 
@@ -128,6 +136,7 @@ class PrivaggWorkflow:
                     n,
                     dropout_rate=self.dropout_rate,
                     corrupt_rate=self.corrupt_fraction,
+                    threat_model=self.threat_model,
                     bits=self.bits,
                 )
             except protocols.ConfigError:
@@ -139,6 +148,7 @@ class PrivaggWorkflow:
             bits=self.bits,
             dropout_rate=self.dropout_rate,
             corrupt_fraction=self.corrupt_fraction,
+            threat_model=self.threat_model,
         )
 
     def offer(
@@ -161,6 +171,7 @@ class PrivaggWorkflow:
             rotation_seed=secrets.token_bytes(32),
             model_sha256=model_digest(arrays),
             simulation_noise_seed=self.simulation_noise_seed,
+            threat_model=self.threat_model.value,
         )
         dimension = sum(int(a.size) for a in arrays)
         return offer, offer.plan(dimension)
@@ -200,12 +211,20 @@ class PrivaggWorkflow:
         except PrivacyBudgetExceeded as exc:
             log.error("privagg: round %d not run: %s", round_number, exc)
             return
+        config = offer.secagg_config()
+        verify_keys = None
+        if config.consistency_check:
+            missing = [nid for nid in node_ids if nid not in self.verify_keys]
+            if missing:
+                raise ValueError(f"no verify key for sampled nodes {missing[:3]}")
+            verify_keys = {i: self.verify_keys[nid] for i, nid in enumerate(node_ids)}
         server = protocols.SecAggServer(
-            offer.secagg_config(),
+            config,
             plan.padded_dimension,
             round_number=round_number,
             graph_seed=secrets.token_bytes(32),
             context_digest=offer.context_digest(),
+            verify_keys=verify_keys,
         )
         first = {
             nid: compat.fitins_to_recorddict(fitins, True) for nid, (_, fitins) in by_node.items()

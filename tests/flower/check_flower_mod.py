@@ -16,6 +16,7 @@ the main interpreter.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import sqlite3
 import sys
 from pathlib import Path
@@ -37,8 +38,8 @@ import secagg
 from dp.budget import BudgetPolicy
 from dp.ledger import PrivacyLedger, audit_ledger, read_entries
 from privagg.flower import DevicePolicy, PrivaggMod, PrivaggWorkflow, RoundOffer, wire
-from protocols import AbortReason
-from protocols.messages import ClientAbort, UnmaskRequest, decode
+from protocols import AbortReason, ThreatModel
+from protocols.messages import ClientAbort, ConsistencySignature, UnmaskRequest, decode
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore::dp.rng.NonSecureRandomnessWarning", "ignore::DeprecationWarning"
@@ -120,9 +121,13 @@ def _run_direct(
     repeat: bool = False,
     noise_multiplier: float = 1.0,
     simulation_seed: int | None = 3,
+    malicious_mode: bool = False,
 ) -> tuple[PrivaggWorkflow, direct_grid.DirectGrid, Any]:
     node_ids = [1000 + 17 * i for i in range(n)]
-    mod = PrivaggMod(policy if policy is not None else DevicePolicy(allow_simulation_noise=True))
+    mod = PrivaggMod(
+        policy if policy is not None else DevicePolicy(allow_simulation_noise=True),
+        identity=_identity if malicious_mode else None,
+    )
     grid = direct_grid.DirectGrid(node_ids, _Device, [mod], tamper=tamper, repeat=repeat)
     ctx = direct_grid.legacy_context(grid, flower_sim.initial_model())
     ledger = PrivacyLedger.create(
@@ -137,9 +142,35 @@ def _run_direct(
         graph="full",
         dropout_rate=0.2,
         simulation_noise_seed=simulation_seed,
+        threat_model=ThreatModel.MALICIOUS_SERVER
+        if malicious_mode
+        else ThreatModel.HONEST_BUT_CURIOUS,
+        verify_keys={nid: _signing_key(nid).public_bytes for nid in node_ids},
     )
     workflow(grid, ctx)
     return workflow, grid, ledger
+
+
+def _signing_key(node_id: int) -> secagg.SigningKey:
+    # A test PKI: deterministic keys, so the device side can rebuild its own in any process.
+    return secagg.SigningKey.from_private_bytes(
+        hashlib.sha256(b"privagg/test-pki/" + str(node_id).encode()).digest()
+    )
+
+
+def _identity(ctxt: Any) -> tuple[secagg.SigningKey, dict[int, bytes]]:
+    pki = {1000 + 17 * i: _signing_key(1000 + 17 * i).public_bytes for i in range(6)}
+    return _signing_key(int(ctxt.node_id)), pki
+
+
+def _replies_of(grid: direct_grid.DirectGrid, node: int, stage: str) -> list[Any]:
+    out = []
+    for reply in grid.replies:
+        if reply.has_error() or reply.metadata.src_node_id != node:
+            continue
+        if reply.content.config_records[wire.CONFIG_KEY]["stage"] == stage:
+            out.append(decode(wire.unpack(reply.content.array_records[wire.PAYLOAD_KEY])))
+    return out
 
 
 def _errors(grid: direct_grid.DirectGrid) -> list[str]:
@@ -225,6 +256,39 @@ def test_a_victim_listed_as_survivor_and_dropped_is_never_unmasked(tmp_path: Pat
     assert aborts == [AbortReason.BOTH_SHARES_REQUESTED]
     # The other holders answered honestly: the round still completes for everyone else.
     assert workflow.reports[0].status == "released"
+
+
+def test_malicious_server_mode_runs_the_signed_consistency_round(tmp_path: Path) -> None:
+    workflow, grid, _ = _run_direct(tmp_path, malicious_mode=True)
+    assert workflow.reports[0].status == "released"
+    assert workflow.reports[0].offer is not None
+    assert workflow.reports[0].offer.threat_model == "malicious_server"
+    signed = [_replies_of(grid, nid, "consistency") for nid in grid.node_ids]
+    assert all(len(s) == 1 and isinstance(s[0], ConsistencySignature) for s in signed)
+
+
+def test_an_unmask_request_without_t_signatures_reveals_nothing(tmp_path: Path) -> None:
+    asked = 1000 + 17 * 3
+
+    def strip_signatures(msg: Message) -> Message:
+        content = msg.content
+        config = content.config_records.get(wire.CONFIG_KEY)
+        if (
+            config is not None
+            and config["stage"] == "unmask"
+            and (msg.metadata.dst_node_id == asked)
+        ):
+            request = decode(wire.unpack(content.array_records[wire.PAYLOAD_KEY]))
+            assert isinstance(request, UnmaskRequest) and len(request.signatures) >= 4
+            lie = UnmaskRequest(request.survivors, request.dropped, request.signatures[:3])
+            content.array_records[wire.PAYLOAD_KEY] = wire.pack(lie.to_bytes())
+        return msg
+
+    workflow, grid, _ = _run_direct(tmp_path, malicious_mode=True, tamper=strip_signatures)
+    (reply,) = _replies_of(grid, asked, "unmask")
+    assert isinstance(reply, ClientAbort)
+    assert reply.reason is AbortReason.CONSISTENCY_CHECK_FAILED
+    assert workflow.reports[0].status == "released"  # the other five answered honestly
 
 
 def test_retried_deliveries_get_the_same_answer(tmp_path: Path) -> None:

@@ -59,6 +59,7 @@ def test_offer_round_trips_and_rebuilds_config_and_plan() -> None:
         lambda b: b.update(threshold="4"),
         lambda b: b.update(mechanism="gaussian"),
         lambda b: b.update(rotation_seed="00"),
+        lambda b: b.update(threat_model="trusting"),
     ],
 )
 def test_malformed_offers_are_refused(mutate: object) -> None:
@@ -81,6 +82,7 @@ FIELD_CHANGES = {
     "rotation_seed": bytes(32),
     "model_sha256": model_digest([np.ones(3, np.float32)]),
     "simulation_noise_seed": 1,
+    "threat_model": "malicious_server",
 }
 
 
@@ -107,6 +109,13 @@ def test_the_device_policy_refuses_each_weak_parameter(
     DevicePolicy().check(offer())  # the honest offer passes
     with pytest.raises(OfferRefused, match=message):
         DevicePolicy().check(offer(**changes))
+
+
+def test_a_device_requiring_the_consistency_check_refuses_rounds_without_it() -> None:
+    policy = DevicePolicy(require_consistency_check=True)
+    with pytest.raises(OfferRefused, match="malicious-server mode"):
+        policy.check(offer())
+    policy.check(offer(threat_model="malicious_server"))
 
 
 def test_the_policy_measures_the_threshold_against_the_share_group() -> None:
