@@ -66,7 +66,7 @@ class SessionLost(RuntimeError):
 @dataclass
 class _Session:
     round_number: int
-    client: protocols.SecAggClient
+    client: protocols.SecAggClient | None  # None once the round is over for this device
     replies: dict[bytes, bytes] = field(default_factory=dict)
 
 
@@ -171,9 +171,18 @@ class PrivaggMod:
                 f"this device's SecAgg state is held by {where}; run the ClientApp in one "
                 "long-lived process per device for the whole round"
             )
-        reply = session.client.handle_bytes(payload)
+        client = session.client
+        if client is None:
+            raise SessionLost(
+                f"round {round_number} is over for this device; it answers only exact "
+                "retries of messages it already answered"
+            )
+        reply = client.handle_bytes(payload)
         with self._lock:
             session.replies[digest] = reply
+            if client.state in (protocols.ClientState.DONE, protocols.ClientState.ABORTED):
+                # Done or aborted: forget the keys; exact retries still get their answer.
+                session.client = None
         return stage, round_number, reply
 
     def _start(

@@ -5,7 +5,7 @@ Run by ``test_flower_mod.py`` (the main suite) as
 dependency (its pins are older than the dev environment's), so these checks never run in
 the main interpreter.
 
-* A Flower simulation (the Ray engine, 20 devices, dropouts in two stages, two rounds of
+* A Flower simulation (the Ray engine, 16 devices, dropouts in two stages, two rounds of
   FedAvg) gives aggregates bit-identical to privagg's in-process run with the same seeded
   simulation noise, and its signed ledger audits clean.
 * A lying server is refused by the device's own checks: simulation noise or weak noise
@@ -37,7 +37,7 @@ from flwr.compat.common import recorddict_compat as compat
 import secagg
 from dp.budget import BudgetPolicy
 from dp.ledger import PrivacyLedger, audit_ledger, read_entries
-from privagg.flower import DevicePolicy, PrivaggMod, PrivaggWorkflow, RoundOffer, wire
+from privagg.flower import DevicePolicy, PrivaggMod, PrivaggWorkflow, RoundOffer, client_mod, wire
 from protocols import AbortReason, ThreatModel
 from protocols.messages import ClientAbort, ConsistencySignature, UnmaskRequest, decode
 
@@ -45,7 +45,7 @@ pytestmark = pytest.mark.filterwarnings(
     "ignore::dp.rng.NonSecureRandomnessWarning", "ignore::DeprecationWarning"
 )
 
-NUM_CLIENTS = 20
+NUM_CLIENTS = 16
 VANISH_AT = {3: "share", 8: "mask", 15: "mask"}
 
 
@@ -295,6 +295,9 @@ def test_retried_deliveries_get_the_same_answer(tmp_path: Path) -> None:
     workflow, grid, _ = _run_direct(tmp_path, repeat=True)  # the grid asserts equality
     assert grid.retries_answered_alike == 4 * 6  # every stage, every device
     assert workflow.reports[0].status == "released"
+    # Once a device has answered the unmasking stage it holds no key of the round.
+    sessions = [v for (_, node), v in client_mod._SESSIONS.items() if node in grid.node_ids]
+    assert len(sessions) == 6 and all(v.client is None for v in sessions)
     assert len(workflow.reports[0].included) == 6
 
 
