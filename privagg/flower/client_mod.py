@@ -15,7 +15,9 @@ device:
    :class:`protocols.SecAggClient`, which keeps its own view of every peer and decides
    what it may reveal (one share per peer, never both; abort on contradictions).
 
-Nothing else leaves the device: no weights, no metrics, no example counts.
+Nothing else leaves the device: no weights, no metrics, no example counts. A plain
+training request (a ``TRAIN`` message without privagg's records, which would return the raw
+update) is refused unless the policy says ``allow_plain_training``.
 
 Where the client state lives: :class:`protocols.SecAggClient` holds secret keys and
 refuses to be pickled, so it cannot ride in Flower's ``Context`` (which Flower serializes
@@ -109,12 +111,21 @@ class PrivaggMod:
         from flwr.common.constant import ErrorCode
 
         content = msg.content if msg.has_content() else None
-        if (
-            msg.metadata.message_type != MessageType.TRAIN
-            or content is None
-            or wire.CONFIG_KEY not in content.config_records
-        ):
+        if msg.metadata.message_type != MessageType.TRAIN or content is None:
             return call_next(msg, ctxt)
+        if wire.CONFIG_KEY not in content.config_records:
+            if self.policy.allow_plain_training:
+                return call_next(msg, ctxt)
+            # A plain fit instruction would have the device send its raw update: the one
+            # way around private aggregation a server could try.
+            return Message(
+                Error(
+                    code=ErrorCode.MOD_FAILED_PRECONDITION,
+                    reason="privagg: refusing a plain training request; this device sends "
+                    "its update only through private aggregation",
+                ),
+                reply_to=msg,
+            )
         try:
             stage, round_number, reply = self._handle(msg, ctxt, call_next)
         except (OfferRefused, SessionLost) as exc:

@@ -36,7 +36,9 @@ class DevicePolicy:
     accepted; ``allow_simulation_noise`` admits the seeded, non-secure noise of
     :class:`dp.SimulationRng` (tests and reproducible simulations only);
     ``require_consistency_check`` refuses rounds without the signed advertise and
-    consistency rounds of the malicious-server mode (needs a PKI, see ``PrivaggMod``).
+    consistency rounds of the malicious-server mode (needs a PKI, see ``PrivaggMod``);
+    ``allow_plain_training`` lets plain Flower fit requests (which return the raw update)
+    through the mod.
     """
 
     min_noise_multiplier: float = 0.5
@@ -47,6 +49,7 @@ class DevicePolicy:
     max_cohort: int = 1 << 16
     allow_simulation_noise: bool = False
     require_consistency_check: bool = False
+    allow_plain_training: bool = False
 
     def check(self, offer: RoundOffer) -> None:
         """Raise :class:`OfferRefused` unless the offer meets every rule of this policy."""

@@ -301,6 +301,23 @@ def test_retried_deliveries_get_the_same_answer(tmp_path: Path) -> None:
     assert len(workflow.reports[0].included) == 6
 
 
+def test_a_plain_training_request_gets_no_update(tmp_path: Path) -> None:
+    from flwr.app import MessageType
+    from flwr.common import FitIns
+
+    grid = direct_grid.DirectGrid([4343], _Device, [PrivaggMod()])
+    fitins = FitIns(ndarrays_to_parameters(flower_sim.initial_model()), {})
+    content = compat.fitins_to_recorddict(fitins, True)
+    msg = Message(content, dst_node_id=4343, message_type=MessageType.TRAIN, group_id="1")
+    (reply,) = grid.send_and_receive([msg])
+    assert reply.has_error() and "refusing a plain training request" in reply.error.reason
+    allowed = direct_grid.DirectGrid(
+        [4343], _Device, [PrivaggMod(DevicePolicy(allow_plain_training=True))]
+    )
+    (plain,) = allowed.send_and_receive([msg])
+    assert not plain.has_error()  # the control: the same request, allowed by the policy
+
+
 def test_a_stage_reaching_a_process_without_the_state_is_one_clear_error(
     tmp_path: Path,
 ) -> None:
