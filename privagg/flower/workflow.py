@@ -209,7 +209,22 @@ class PrivaggWorkflow:
         try:
             self.ledger.check_round(event)
         except PrivacyBudgetExceeded as exc:
+            # Refused before any device is contacted: nothing to charge, nothing to record.
             log.error("privagg: round %d not run: %s", round_number, exc)
+            self._finish(
+                RoundReport(
+                    round_number=round_number,
+                    status="refused",
+                    cohort=node_ids,
+                    included=(),
+                    epsilon=self.ledger.epsilon,
+                    seconds=time.perf_counter() - start,
+                    upload_bytes=0,
+                    download_bytes=0,
+                    abort_reason=f"budget: {exc}",
+                    offer=offer,
+                )
+            )
             return
         config = offer.secagg_config()
         verify_keys = None

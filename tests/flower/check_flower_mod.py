@@ -122,6 +122,7 @@ def _run_direct(
     noise_multiplier: float = 1.0,
     simulation_seed: int | None = 3,
     malicious_mode: bool = False,
+    target_epsilon: float | None = None,
 ) -> tuple[PrivaggWorkflow, direct_grid.DirectGrid, Any]:
     node_ids = [1000 + 17 * i for i in range(n)]
     mod = PrivaggMod(
@@ -132,7 +133,7 @@ def _run_direct(
     ctx = direct_grid.legacy_context(grid, flower_sim.initial_model())
     ledger = PrivacyLedger.create(
         tmp / "ledger.sqlite",
-        policy=BudgetPolicy(delta=1e-5),
+        policy=BudgetPolicy(delta=1e-5, target_epsilon=target_epsilon),
         signing_key=secagg.SigningKey.generate(),
     )
     workflow = PrivaggWorkflow(
@@ -190,6 +191,13 @@ def test_devices_refuse_noise_below_their_floor(tmp_path: Path) -> None:
     workflow, grid, _ = _run_direct(tmp_path, noise_multiplier=0.2)
     assert workflow.reports[0].status == "aborted"
     assert all("below the device's floor" in e for e in _errors(grid))
+
+
+def test_a_round_over_the_budget_contacts_no_device(tmp_path: Path) -> None:
+    workflow, grid, ledger = _run_direct(tmp_path, target_epsilon=0.5)
+    (report,) = workflow.reports
+    assert report.status == "refused" and report.abort_reason.startswith("budget")
+    assert grid.replies == [] and ledger.entries() == [] and ledger.epsilon == 0.0
 
 
 def test_a_device_shown_another_model_refuses_and_the_round_goes_on(tmp_path: Path) -> None:
