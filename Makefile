@@ -11,7 +11,7 @@ STAMP_RUN := $(VENV)/.stamp-run-$(HASH)
 STAMP_DEV := $(VENV)/.stamp-dev-$(HASH)
 PKGS := secagg protocols dp recsys analysis privagg examples
 
-.PHONY: demo test lint bench typecheck pytest clean security
+.PHONY: demo test lint bench typecheck pytest clean security flower-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +38,7 @@ lint: $(STAMP_DEV)
 	$(VENV)/bin/ruff format --check $(PKGS) tests benchmarks
 	$(VENV)/bin/mypy
 
-pytest: $(STAMP_DEV)
+pytest: $(STAMP_DEV) $(STAMP_FLOWER)
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test: lint pytest
@@ -47,13 +47,25 @@ test: lint pytest
 security: $(STAMP_DEV)
 	$(PY) tests/security/report.py --long
 
-# Flower lives in its own virtualenv: it is a peer we measure, never a dependency.
+# Flower lives in its own virtualenv: flwr 1.42.0 pins ray==2.55.1, protobuf<7 and
+# packaging<26, older than the dev extras resolve. privagg[flower] (privagg.flower) is
+# installed there; tests/flower drives it, and the Flower peer benchmarks run in it.
 FLOWER_VENV := .venv-flower
-$(FLOWER_VENV)/bin/python:
+FLOWER_PY := $(FLOWER_VENV)/bin/python
+STAMP_FLOWER := $(FLOWER_VENV)/.stamp-flower-$(HASH)
+$(FLOWER_PY):
 	$(PYTHON) -m venv $(FLOWER_VENV)
-	$(FLOWER_VENV)/bin/python -m pip install -q --disable-pip-version-check flwr==1.42.0
+	$(FLOWER_PY) -m pip install -q --disable-pip-version-check --upgrade pip setuptools wheel
 
-bench: $(STAMP_DEV) $(FLOWER_VENV)/bin/python
+$(STAMP_FLOWER): pyproject.toml | $(FLOWER_PY)
+	$(FLOWER_PY) -m pip install -q --disable-pip-version-check $(TORCH_PIN)
+	$(FLOWER_PY) -m pip install -q --disable-pip-version-check -e '.[flower]' pytest scikit-learn
+	rm -f $(FLOWER_VENV)/.stamp-flower-*
+	touch $@
+
+flower-venv: $(STAMP_FLOWER)
+
+bench: $(STAMP_DEV) $(STAMP_FLOWER)
 	@mkdir -p benchmarks/results
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b --out benchmarks/results || exit 1; done
 

@@ -11,7 +11,9 @@ The facade over ``dp`` and ``protocols`` (above both in the layering):
 * :class:`PrivateRounds`: budget check → sample → admission → private sum → charge →
   ledger, for any task that offers a local update and a server step;
 * :func:`train`: federated averaging of any ``torch.nn.Module`` (needs torch; imported on
-  first use).
+  first use);
+* :mod:`privagg.flower`: distributed DP + SecAgg(+) as a Flower mod and workflow (needs
+  ``pip install 'privagg[flower]'``; docs/FLOWER.md).
 """
 
 from __future__ import annotations
