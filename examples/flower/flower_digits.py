@@ -6,7 +6,7 @@ crash at the masking stage every round, FedAvg, secure noise drawn on every devi
 round charged in a signed privacy ledger, and the ε printed after each round.
 
     make flower-venv
-    .venv-flower/bin/python examples/flower/digits.py --out runs/flower-digits
+    .venv-flower/bin/python examples/flower/flower_digits.py --out runs/flower-digits
 
 Compared with Flower's own secure-aggregation example, three lines differ: the import,
 ``mods=[privagg_mod]`` (was ``secaggplus_mod``) and ``fit_workflow=PrivaggWorkflow(...)``
@@ -179,7 +179,7 @@ def main() -> None:
         server_app=server_app,
         client_app=client_app,
         num_supernodes=args.clients,
-        backend_config=backend_config(1),  # type: ignore[arg-type]
+        backend_config=backend_config(1),
     )
 
 
