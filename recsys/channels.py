@@ -44,7 +44,12 @@ from dp.distributed import decode, encode_many
 from dp.errors import DPValueError, PlanningError
 from dp.events import NonPrivateEvent, PoissonSampledEvent, PrivacyEvent
 from dp.ledger import charged_event
-from dp.planning import DistributedDPPlan, plan_distributed_counts, plan_distributed_dp
+from dp.planning import (
+    DistributedDPPlan,
+    plan_distributed_counts,
+    plan_distributed_dp,
+    worst_case_contributors,
+)
 from dp.rng import NoiseRng, SecureRng, SimulationRng
 from dp.rotation import padded_dimension
 from dp.samplers import bernoulli
@@ -160,8 +165,25 @@ class Channel:
             raise ConfigError(f"bad inclusion probabilities: {exc}") from None
 
     def min_contributors(self, expected: int) -> int:
-        """Noise shares the plan guarantees: the expected survivors minus 4 standard
-        deviations of their count (the event is re-stated if fewer arrive).
+        """Noise shares the plan guarantees: the fewest honest survivors the protocol lets
+        the server release (t − n_C summed over the release's SecAgg groups, see
+        :func:`dp.planning.worst_case_contributors`), and never more than
+        :meth:`survivors_bound` (the event is re-stated if fewer arrive). Without SecAgg
+        (``secagg="off"``, speed comparisons) only the statistical bound applies.
+        """
+        bound = self.survivors_bound(expected)
+        if self.spec.secagg == "off" or expected < 2:
+            return bound
+        groups = self._groups(expected)
+        threshold = corrupt = 0
+        for lo, hi in groups:
+            config = self._secagg_config(hi - lo, None)
+            threshold += config.threshold
+            corrupt += config.corrupt_clients
+        return worst_case_contributors(threshold, corrupt, bound)
+
+    def survivors_bound(self, expected: int) -> int:
+        """The expected survivors minus 4 standard deviations of their count.
 
         Survivors of a Poisson cohort are Binomial(N, q(1 − p)) with q = expected / N:
         variance E(1 − p)(1 − q(1 − p)), which is the dropout variance E·p(1 − p) at q = 1

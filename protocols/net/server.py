@@ -99,6 +99,8 @@ class AggregationServer:
     serves it to the devices (the ``Model`` call) and its envelope's digest
     (:func:`~protocols.net.wire.model_digest`) is the round's context digest. It is called
     when the round starts, i.e. after the previous round's ``on_round`` callback.
+    ``manifest`` is the job's signed manifest (:mod:`protocols.net.manifest`), sent in the
+    welcome for the devices to pin.
     """
 
     def __init__(
@@ -114,6 +116,7 @@ class AggregationServer:
         linger_seconds: float = 2.0,
         context: Callable[[int], bytes] | None = None,
         model: Callable[[int], bytes] | None = None,
+        manifest: bytes = b"",
     ) -> None:
         if context is not None and model is not None:
             raise ConfigError("give a context digest function or a model function, not both")
@@ -131,7 +134,7 @@ class AggregationServer:
         self._model = model
         self._models: dict[int, bytes] = {}
         self.nonce = secrets.token_bytes(32)
-        self._welcome = encode_welcome(self.nonce, job)
+        self._welcome = encode_welcome(self.nonce, job, manifest)  # manifest: signed job
         self._cv = threading.Condition()
         self._mail: dict[int, Reply] = {}
         self._mail_key: dict[int, int] = {}
