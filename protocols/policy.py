@@ -261,7 +261,8 @@ class SecAggPolicy:
     def honest_floor(self, config: SecAggConfig) -> int:
         """t − n_C: the fewest honest noise shares in any sum the protocol lets the server
         unmask, with the device's own n_C."""
-        return max(0, config.threshold - self.corrupt_count(config.num_clients, None))
+        stated = config.corrupt_fraction
+        return max(0, config.threshold - self.corrupt_count(config.num_clients, stated))
 
 
 def load_policy_file(path: str | Path) -> dict[str, Any]:
