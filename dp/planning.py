@@ -62,10 +62,10 @@ __all__ = [
     "Encoding",
     "Mechanism",
     "counts_wrap_probability_bound",
-    "worst_case_contributors",
     "kairouz_l2_bound",
     "plan_distributed_counts",
     "plan_distributed_dp",
+    "worst_case_contributors",
     "wrap_probability_bound",
 ]
 
@@ -142,6 +142,11 @@ class DistributedDPPlan:
 
     def summary(self) -> str:
         """A human-readable account of the plan (what to check before training)."""
+        factor = self.extra_noise_factor(self.expected_contributors)
+        extra = (
+            f"noise sized for {self.min_contributors} honest shares: a sum of the expected "
+            f"{self.expected_contributors} carries {factor:.3g}x the calibrated noise std"
+        )
         if self.encoding == "counts":
             return "\n".join(
                 [
@@ -156,11 +161,6 @@ class DistributedDPPlan:
                     f"wrap-around probability <= {self.wrap_probability:.3g} per round",
                 ]
             )
-        extra = (
-            f"noise sized for {self.min_contributors} honest shares: a sum of the expected "
-            f"{self.expected_contributors} carries {self.extra_noise_factor(self.expected_contributors):.3g}x "
-            "the calibrated noise std"
-        )
         return "\n".join(
             [
                 f"distributed {self.mechanism.upper()}: d={self.dimension} "

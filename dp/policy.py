@@ -149,7 +149,8 @@ class DPPolicy:
             ones = plan.l2_bound_sq
             if ones > self.max_count_cap:
                 raise DPPolicyViolation(
-                    DPRule.CAP, f"a cap of {ones} ones per contribution exceeds {self.max_count_cap}"
+                    DPRule.CAP,
+                    f"a cap of {ones} ones per contribution exceeds {self.max_count_cap}",
                 )
         elif plan.clip_norm > self.max_clip_norm:
             raise DPPolicyViolation(
@@ -179,7 +180,9 @@ def check_manifest_rule(plan: DistributedDPPlan, rule: Mapping[str, Any]) -> Non
         cap = float(rule.get("max_count_cap", math.inf))
         bits = rule.get("bits")
     except (TypeError, ValueError):
-        raise DPPolicyViolation(DPRule.MANIFEST_RULE, "the manifest's DP rule is malformed") from None
+        raise DPPolicyViolation(
+            DPRule.MANIFEST_RULE, "the manifest's DP rule is malformed"
+        ) from None
     broken = []
     if plan.noise_multiplier < z:
         broken.append(f"noise multiplier {plan.noise_multiplier:g} < {z:g}")

@@ -283,14 +283,12 @@ class SecAggConfig:
             raise ConfigError(SPARSE_MALICIOUS_REFUSAL)
         gamma = 0.0 if corrupt_rate is None else _check_fraction(corrupt_rate, "corrupt_rate")
         corrupt, dropped = math.ceil(gamma * n), math.ceil(delta * n)
-        malicious = threat_model is ThreatModel.MALICIOUS_SERVER
-        unresponsive = dropped + (corrupt if malicious else 0)
         # A majority threshold needs most neighbours to respond: hopeless (and a
         # quadratic search) when half the cohort may not.
-        max_degree = n - 2 if 2 * unresponsive < n else 0
+        max_degree = n - 2 if 2 * dropped < n else 0
         for k in range(2, max_degree + 1, 2):
             for t in range(k + 1, (k + 1) // 2, -1):
-                g = evaluate_graph(n, k, t, corrupt=corrupt, dropped=dropped, malicious=malicious)
+                g = evaluate_graph(n, k, t, corrupt=corrupt, dropped=dropped, malicious=False)
                 if g.correctness > 2.0**-eta:
                     continue  # a smaller t tolerates more dropouts
                 if g.security_failure > 2.0**-sigma:

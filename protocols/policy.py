@@ -186,8 +186,8 @@ class SecAggPolicy:
             )
         if rounds > self.max_rounds:
             raise PolicyViolation(
-                Rule.ROUNDS, f"the job announces {rounds} rounds, this device allows at most "
-                f"{self.max_rounds}"
+                Rule.ROUNDS,
+                f"the job announces {rounds} rounds, this device allows at most {self.max_rounds}",
             )
 
     def check_round(self, config: SecAggConfig, *, vector_length: int, participations: int) -> None:

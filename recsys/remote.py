@@ -418,7 +418,10 @@ class DeviceTrainer:
         if work.plan.padded_dimension != info.spec.vector_length:
             raise RoundRefused("the announced vector length is not the plan's")
         if self.policy is not None:
-            if isinstance(work.task, PopularityTask) and work.task.cap > self.policy.dp.max_count_cap:
+            if (
+                isinstance(work.task, PopularityTask)
+                and work.task.cap > self.policy.dp.max_count_cap
+            ):
                 raise RoundRefused(
                     f"refused by device policy [dp.cap]: a popularity cap of {work.task.cap} "
                     f"exceeds {self.policy.dp.max_count_cap}"

@@ -123,6 +123,7 @@ class _TrainingDevice:
 
 def run(args: argparse.Namespace) -> int:
     import secagg
+    from dp.policy import DeviceBudget, DPPolicy
     from protocols.net import (
         ClientTLS,
         JobSpec,
@@ -131,8 +132,6 @@ def run(args: argparse.Namespace) -> int:
         load_registry,
         run_device,
     )
-
-    from dp.policy import DeviceBudget, DPPolicy
     from protocols.net.guard import DeviceGuard
     from protocols.net.manifest import JobManifest, PinStore
     from protocols.policy import SecAggPolicy, load_policy_file
@@ -165,7 +164,8 @@ def run(args: argparse.Namespace) -> int:
         if spec.get("kind") == "train":
             raise ConfigError(
                 f"{args.job} is a training job's server config: its job is derived by the "
-                "server; pin the job manifest the server writes (or pin the 'job' of the server's output file)"
+                "server; pin the job manifest the server writes (or pin the 'job' of the "
+                "server's output file)"
             )
         if "signature" in spec:
             pinned = JobManifest.verify(raw)

@@ -170,9 +170,13 @@ def run(args: argparse.Namespace) -> int:
         "stage_deadline": float(conf.get("stage_deadline", 10.0)),
         "join_deadline": float(conf.get("join_deadline", 120.0)),
     }
-    options["signer"] = _signing_key(rel(conf.get("signing_key", "server-signing.key"), "signing_key"))
+    options["signer"] = _signing_key(
+        rel(conf.get("signing_key", "server-signing.key"), "signing_key")
+    )
     options["manifest_path"] = (
-        rel(conf["manifest"], "manifest") if conf.get("manifest") else output.with_suffix(".manifest.json")
+        rel(conf["manifest"], "manifest")
+        if conf.get("manifest")
+        else output.with_suffix(".manifest.json")
     )
     # SIGTERM ends the job like Ctrl-C: clients learn it from the closed connection.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))

@@ -29,7 +29,6 @@ from protocols.client import SecAggClient
 from protocols.config import SecAggConfig, Stage, ThreatModel
 from protocols.errors import ConfigError, DecodeError
 from protocols.messages import SetupRequest, decode
-from protocols.policy import PolicyViolation
 from protocols.net.errors import RoundRefused, TransportError
 from protocols.net.guard import DeviceGuard
 from protocols.net.wire import (
@@ -48,6 +47,7 @@ from protocols.net.wire import (
     model_digest,
     stage_key,
 )
+from protocols.policy import PolicyViolation
 from protocols.transport import Direction, FaultHook
 
 __all__ = ["ClientTLS", "DeviceReport", "RoundInfo", "run_device"]

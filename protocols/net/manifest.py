@@ -123,7 +123,9 @@ class JobManifest:
         try:
             secagg.verify_signature(manifest.server_key, _LABEL + manifest.body(), signature)
         except secagg.SecAggError:
-            raise PolicyViolation(Rule.MANIFEST, "the job manifest's signature is invalid") from None
+            raise PolicyViolation(
+                Rule.MANIFEST, "the job manifest's signature is invalid"
+            ) from None
         return manifest
 
 

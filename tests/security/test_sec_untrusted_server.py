@@ -32,14 +32,15 @@ pytest.importorskip("grpc", reason="grpcio is not installed (pip install 'privag
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy"))
 
-import secagg  # noqa: E402
-from lying_server import LyingServer, counts_plan, popularity_payload  # noqa: E402
-from processes import PRIVAGG, reap, spawn  # noqa: E402
-from protocols.config import SecAggConfig, Stage, ThreatModel  # noqa: E402
-from protocols.errors import ConfigError  # noqa: E402
-from protocols.net import JobSpec, RoundOutcome, RoundSpec, ServerTLS, make_local_pki  # noqa: E402
-from protocols.net.manifest import JobManifest  # noqa: E402
-from protocols.net.pki import load_registry  # noqa: E402
+from lying_server import LyingServer, counts_plan, popularity_payload
+from processes import PRIVAGG, reap, spawn
+
+import secagg
+from protocols.config import SecAggConfig, Stage, ThreatModel
+from protocols.errors import ConfigError
+from protocols.net import JobSpec, RoundOutcome, RoundSpec, ServerTLS, make_local_pki
+from protocols.net.manifest import JobManifest
+from protocols.net.pki import load_registry
 
 REGISTERED, RUNNING, ITEMS, CAP = 12, 4, 200, 8
 MALICIOUS = ThreatModel.MALICIOUS_SERVER
@@ -178,12 +179,30 @@ def per_round(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Campaign]:
             ("zero_noise_S", (0, 1, 2), 3, {"noise_multiplier": 0.0, "min_contributors": 2}, {}),
             ("zero_noise_Sv", running, 3, {"noise_multiplier": 0.0, "min_contributors": 2}, {}),
             # obs 1: enough noise, but a cap the size of the catalogue
-            ("huge_cap", running, 3, {"noise_multiplier": 2.0, "min_contributors": 2}, {"cap": ITEMS}),
+            (
+                "huge_cap",
+                running,
+                3,
+                {"noise_multiplier": 2.0, "min_contributors": 2},
+                {"cap": ITEMS},
+            ),
             # obs 2: k = 2, t = 2 on a 12-device cohort, and t = 2 on the full graph
-            ("k2_t2", everyone, 2, {"noise_multiplier": 2.0, "min_contributors": 2}, {"neighbors": 2}),
+            (
+                "k2_t2",
+                everyone,
+                2,
+                {"noise_multiplier": 2.0, "min_contributors": 2},
+                {"neighbors": 2},
+            ),
             ("full_t2", everyone, 2, {"noise_multiplier": 2.0, "min_contributors": 2}, {}),
             # obs 5: t = 8 of 12 (n_C = 2), noise sized for 11 expected survivors
-            ("sized_for_expected", everyone, 8, {"noise_multiplier": 0.6, "min_contributors": 11}, {}),
+            (
+                "sized_for_expected",
+                everyone,
+                8,
+                {"noise_multiplier": 0.6, "min_contributors": 11},
+                {},
+            ),
         ]
         for number, (name, cohort, t, plan_kw, extra) in enumerate(lies):
             rounds[name] = number
@@ -259,7 +278,9 @@ def test_sec_untrusted_obs2_sparse_or_small_threshold_is_refused(per_round: Camp
 
 
 def test_sec_untrusted_obs5_noise_for_expected_survivors_is_refused(per_round: Campaign) -> None:
-    _refused(per_round, "sized_for_expected", "t - n_C = 6 honest noise shares", tuple(range(RUNNING)))
+    _refused(
+        per_round, "sized_for_expected", "t - n_C = 6 honest noise shares", tuple(range(RUNNING))
+    )
 
 
 def test_sec_untrusted_honest_round_after_the_lies_sums_every_device(per_round: Campaign) -> None:
@@ -302,7 +323,9 @@ def welcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Campaign]:
     try:
         for index, (name, server) in enumerate(servers.items()):
             ids = (2 * index, 2 * index + 1)
-            procs[name] = {cid: _device(tmp, server.address, cid, tmp / "vector.npy") for cid in ids}
+            procs[name] = {
+                cid: _device(tmp, server.address, cid, tmp / "vector.npy") for cid in ids
+            }
         for group in procs.values():
             for proc in group.values():
                 proc.wait(timeout=90)
