@@ -120,6 +120,11 @@ class _TrainingDevice:
     def __call__(self, info: Any) -> Any:
         return self.load()(info)
 
+    @property
+    def epsilon_spent(self) -> float | None:
+        """The device's total ε after its last charged upload (None if it made none)."""
+        return None if self._device is None else self._device.epsilon_spent
+
 
 def run(args: argparse.Namespace) -> int:
     import secagg
@@ -220,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"client {args.client_id}: job done; took part in rounds {rounds}")
     for abort in report.aborts:
         print(f"client {args.client_id}: aborted {abort}")
-    spent = getattr(device._device, "epsilon_spent", None)
+    spent = device.epsilon_spent
     if spent is not None:
         print(f"client {args.client_id}: device epsilon spent {spent:.4g} (budget {state})")
     return 0
