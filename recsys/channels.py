@@ -137,6 +137,7 @@ class Channel:
         self.rng: NoiseRng = SimulationRng(spec.seed) if spec.simulation_noise else SecureRng()
         self._dropouts = np.random.default_rng([spec.seed, 0xD0])
         self._plans: dict[tuple[int, float, float, int, int | None], DistributedDPPlan] = {}
+        self._floors: dict[int, int] = {}  # expected cohort -> t - n_C of its groups
 
     @property
     def mechanism_name(self) -> str:
@@ -174,13 +175,15 @@ class Channel:
         bound = self.survivors_bound(expected)
         if self.spec.secagg == "off" or expected < 2:
             return bound
-        groups = self._groups(expected)
-        threshold = corrupt = 0
-        for lo, hi in groups:
-            config = self._secagg_config(hi - lo, None)
-            threshold += config.threshold
-            corrupt += config.corrupt_clients
-        return worst_case_contributors(threshold, corrupt, bound)
+        floor = self._floors.get(expected)
+        if floor is None:  # cached: the SecAgg+ parameter search is not free
+            threshold = corrupt = 0
+            for lo, hi in self._groups(expected):
+                config = self._secagg_config(hi - lo, None)
+                threshold += config.threshold
+                corrupt += config.corrupt_clients
+            floor = self._floors[expected] = threshold - corrupt
+        return worst_case_contributors(floor, 0, bound)
 
     def survivors_bound(self, expected: int) -> int:
         """The expected survivors minus 4 standard deviations of their count.

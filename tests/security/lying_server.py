@@ -56,9 +56,10 @@ class LyingServer(AggregationServer):
             super()._wait(ready, seconds)
             return
         key = stage_key(current[0], 0)
+        watched = self.watch & set(self._cohort)
 
         def processed() -> bool:
-            return ready() or all(self._seen_key.get(c, 0) >= key for c in self.watch)
+            return ready() or all(self._seen_key.get(c, 0) >= key for c in watched)
 
         super()._wait(processed, max(seconds, self.hold_seconds))
 

@@ -207,3 +207,33 @@ def test_sec_job_manifest_is_signed_pinned_and_checked(tmp_path: Path) -> None:
     guard.joined(1)
     with pytest.raises(PolicyViolation, match=r"\[rounds\]"):
         guard.check_round(job, 2, job.secagg_config(), 4)
+
+
+def test_sec_policy_file_toml_json_and_bad_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import numpy as np
+
+    from analysis.cli import main
+    from protocols.policy import load_policy_file
+
+    toml = tmp_path / "policy.toml"
+    toml.write_text("[secagg]\ncorrupt_fraction = 0.1\n[dp]\nepsilon_budget = 4.0\n")
+    tables = load_policy_file(toml)
+    assert SecAggPolicy.from_mapping(tables["secagg"]).corrupt_fraction == 0.1
+    assert DPPolicy.from_mapping(tables["dp"]).epsilon_budget == 4.0
+    bad = tmp_path / "bad.json"
+    vector = tmp_path / "v.npy"
+    np.save(vector, np.zeros(3, dtype=np.int64))
+    for text, fragment in (
+        ('{"secagg": {"corrupt": 0.1}}', "unknown secagg policy fields"),
+        ('{"dp": {"min_noise_multiplier": 0}}', "min_noise_multiplier"),
+        ('{"other": {}}', "'secagg' and/or a 'dp' table"),
+        ("not json", "not a valid policy file"),
+    ):
+        bad.write_text(text)
+        args = ["client", "--server", "127.0.0.1:1", "--id", "0", "--data", str(vector)]
+        args += ["--key", "k.pem", "--ca", "ca.pem", "--policy", str(bad)]
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert fragment in err and len(err.strip().splitlines()) == 1, err

@@ -64,7 +64,9 @@ def _tls(pki: Path) -> ServerTLS:
     return ServerTLS((pki / "server.pem").read_bytes(), (pki / "server.key").read_bytes())
 
 
-def _device(tmp: Path, target: str, cid: int, data: Path) -> subprocess.Popen[str]:
+def _device(
+    tmp: Path, target: str, cid: int, data: Path, extra: tuple[str, ...] = ()
+) -> subprocess.Popen[str]:
     pki = tmp / "pki"
     return spawn(
         [
@@ -87,6 +89,7 @@ def _device(tmp: Path, target: str, cid: int, data: Path) -> subprocess.Popen[st
             "--retry-seconds",
             "5",
             "--quiet",
+            *extra,
         ]
     )
 
@@ -317,14 +320,23 @@ def welcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Campaign]:
         "downgrade": (JobSpec(REGISTERED, 7, 8, 1), True),
         # obs 4: the same downgrade from a server that signs nothing
         "downgrade_unsigned": (JobSpec(REGISTERED, 7, 8, 1), False),
+        # a valid job, but not the manifest these devices pinned with --job
+        "not_pinned": (
+            JobSpec(REGISTERED, 8, 8, 1, threat_model=MALICIOUS.value, corrupt_fraction=GAMMA),
+            True,
+        ),
     }
     servers = {name: _server(tmp, job, signed=signed) for name, (job, signed) in jobs.items()}
+    other = secagg.SigningKey.generate()
+    pinned = tmp / "pinned.manifest.json"
+    pinned.write_bytes(JobManifest.create(jobs["not_pinned"][0], other).sign(other))
     procs: dict[str, dict[int, subprocess.Popen[str]]] = {}
     try:
         for index, (name, server) in enumerate(servers.items()):
             ids = (2 * index, 2 * index + 1)
+            extra = ("--job", str(pinned)) if name == "not_pinned" else ()
             procs[name] = {
-                cid: _device(tmp, server.address, cid, tmp / "vector.npy") for cid in ids
+                cid: _device(tmp, server.address, cid, tmp / "vector.npy", extra) for cid in ids
             }
         for group in procs.values():
             for proc in group.values():
@@ -370,3 +382,9 @@ def test_sec_untrusted_obs4_welcome_cannot_downgrade_a_registry_device(
 ) -> None:
     _refused_welcome(welcomes["downgrade"], "[threat-model]")
     _refused_welcome(welcomes["downgrade_unsigned"], "[manifest]")
+
+
+def test_sec_untrusted_a_job_other_than_the_pinned_manifest_is_refused(
+    welcomes: dict[str, Campaign],
+) -> None:
+    _refused_welcome(welcomes["not_pinned"], "this device pinned")
