@@ -237,3 +237,14 @@ def test_sec_policy_file_toml_json_and_bad_files(
         assert main(args) == 2
         err = capsys.readouterr().err
         assert fragment in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_sec_plan_must_keep_the_dp_rule_signed_in_the_manifest() -> None:
+    from dp.policy import check_manifest_rule
+
+    plan = _counts(1.0, 4, cap=8)
+    check_manifest_rule(plan, {"max_count_cap": 8, "bits": 32, "min_noise_multiplier": 1.0})  # type: ignore[arg-type]
+    for rule in ({"max_count_cap": 4}, {"bits": 16}, {"min_noise_multiplier": 2.0}):
+        with pytest.raises(DPPolicyViolation) as caught:
+            check_manifest_rule(plan, rule)  # type: ignore[arg-type]
+        assert caught.value.rule is DPRule.MANIFEST_RULE
