@@ -365,7 +365,9 @@ def _round_vector(
         return f"refused the round announcement ({exc})"
     if client_id not in spec.cohort:
         return "not in the announced cohort"
-    if guard is not None and (refusal := _guard_round(guard, job, round_number, config)):
+    if guard is not None and (
+        refusal := _guard_round(guard, job, round_number, config, spec.vector_length)
+    ):
         return refusal
     position = spec.cohort.index(client_id)
     try:
@@ -375,10 +377,16 @@ def _round_vector(
     return vector, position, config, spec
 
 
-def _guard_round(guard: DeviceGuard, job: JobSpec, round_number: int, config: SecAggConfig) -> str:
+def _guard_round(
+    guard: DeviceGuard,
+    job: JobSpec,
+    round_number: int,
+    config: SecAggConfig,
+    vector_length: int | None = None,
+) -> str:
     """Why ``guard`` refuses the round (empty if it accepts it)."""
     try:
-        guard.check_round(job, round_number, config, job.vector_length)
+        guard.check_round(job, round_number, config, vector_length or job.vector_length)
     except PolicyViolation as exc:
         return str(exc)
     return ""
