@@ -7,7 +7,11 @@ Steinke 2021), adds integer noise and reduces mod 2^b. The planner:
 
 * calibrates the *central* noise in integer units to σ = z·c/γ (the float mechanism's
   z·c), split into shares of variance σ²/n_min so the sum over any n_min honest survivors
-  already carries it (shares are rounded *up* to exact rationals);
+  already carries it (shares are rounded *up* to exact rationals). Under SecAgg n_min must
+  be the fewest honest survivors the *protocol* lets a server release, t − n_C
+  (:func:`worst_case_contributors`), not the expected survivors: a server that keeps about t
+  survivors would otherwise release a sum with a fraction of the planned noise. The price is
+  extra noise whenever more survive: :meth:`DistributedDPPlan.extra_noise_factor`;
 * picks the finest γ for which a rigorous bound on the probability that any coordinate of
   the aggregate leaves [−2^(b−1), 2^(b−1)) is at most ``wrap_target`` (honest clients);
 * reports Δ₂ from Kairouz et al. (the integer L2 sensitivity the encoder enforces), the
@@ -61,6 +65,7 @@ __all__ = [
     "kairouz_l2_bound",
     "plan_distributed_counts",
     "plan_distributed_dp",
+    "worst_case_contributors",
     "wrap_probability_bound",
 ]
 
@@ -121,6 +126,12 @@ class DistributedDPPlan:
         (≈ z / l2_inflation)."""
         return sqrt_at_most(self.central_variance) / self.l2_sensitivity
 
+    def extra_noise_factor(self, contributors: int) -> float:
+        """Noise std of a sum of ``contributors`` shares over the calibrated std (that of
+        ``min_contributors`` shares): √(contributors / min_contributors), the cost of sizing
+        the plan for the worst case (≥ 1 whenever more than the minimum survive)."""
+        return math.sqrt(max(contributors, 0) / self.min_contributors)
+
     def quantization_error_bound(self, num_contributors: int) -> float:
         """Worst-case L2 distance between the decoded noiseless sum and the clipped float
         sum: every rounding error is below 1 in each of the padded coordinates (counts are
@@ -131,6 +142,11 @@ class DistributedDPPlan:
 
     def summary(self) -> str:
         """A human-readable account of the plan (what to check before training)."""
+        factor = self.extra_noise_factor(self.expected_contributors)
+        extra = (
+            f"noise sized for {self.min_contributors} honest shares: a sum of the expected "
+            f"{self.expected_contributors} carries {factor:.3g}x the calibrated noise std"
+        )
         if self.encoding == "counts":
             return "\n".join(
                 [
@@ -141,6 +157,7 @@ class DistributedDPPlan:
                     f"noise multiplier z={self.noise_multiplier:g} on L2 sensitivity "
                     f"{self.l2_sensitivity:.6g} (no rotation, no rounding, no inflation)",
                     f"per-client noise variance {float(self.local_variance):.6g}",
+                    extra,
                     f"wrap-around probability <= {self.wrap_probability:.3g} per round",
                 ]
             )
@@ -157,6 +174,7 @@ class DistributedDPPlan:
                 f"noise multiplier z={self.noise_multiplier:g} -> effective "
                 f"{self.effective_noise_multiplier:.6f} on the integer sensitivity",
                 f"per-client noise variance {float(self.local_variance):.6g} (integer units)",
+                extra,
                 f"wrap-around probability <= {self.wrap_probability:.3g} per round",
             ]
         )
@@ -211,6 +229,18 @@ class DistributedDPPlan:
         if self.sampling_probability is not None:
             return PoissonSampledEvent(sampling_probability=self.sampling_probability, event=inner)
         return inner
+
+
+def worst_case_contributors(threshold: int, corrupt: int, survivors_bound: int) -> int:
+    """The ``min_contributors`` a plan must use under secure aggregation with threshold
+    ``threshold`` and ``corrupt`` assumed-corrupt clients: the server may release any sum of
+    t survivors, n_C of which add no honest noise, so min(t − n_C, ``survivors_bound``)
+    (at least 1; ``survivors_bound`` is the statistical bound on survivors, e.g.
+    E(1 − p) − 4σ, which binds when dropouts leave fewer than t − n_C)."""
+    t = _check_int("threshold", threshold, 1)
+    c = _check_int("corrupt", corrupt, 0)
+    bound = _check_int("survivors_bound", survivors_bound, 1)
+    return max(1, min(t - c, bound))
 
 
 def kairouz_l2_bound(scaled_clip: float, dimension: int, beta: float) -> float:

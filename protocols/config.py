@@ -6,9 +6,17 @@ Everything is validated when the object is built, before any key exists. The rul
   full graph, the k neighbours plus the client itself for SecAgg+), so two disjoint sets
   of responders can never both reach t. This is what stops a server that lies about
   dropouts from collecting both shares of one client through different honest clients.
-* honest-but-curious: fewer than t colluding clients (c = ⌈corrupt_fraction · n⌉);
-  malicious server: 2t > m + c, i.e. t > (n + c)/2 on the full graph (Bonawitz et al.
-  2017), evaluated per neighbourhood with the bounds of :mod:`protocols.params` for SecAgg+.
+* honest-but-curious: fewer than t colluding clients (c = ⌈corrupt_fraction · n⌉; a
+  missing ``corrupt_fraction`` means none);
+  malicious server: t > (n + c)/2 on the full graph (Bonawitz et al. 2017), and
+  ``corrupt_fraction`` is an explicit assumption: ``None`` is refused (pass 0.0 only if you
+  really assume no corrupt client).
+* malicious server and SecAgg+: refused. The sparse-graph bounds of :mod:`protocols.params`
+  assume a uniformly random graph and dropouts independent of it, but the server picks the
+  graph seed and decides who counts as dropped (it can drop every honest neighbour of a
+  victim it likes); Bell et al. 2020's malicious bounds need unbiasable randomness and
+  k ≈ 3 % of n at n = 10^4, 5 % corrupt. No configuration prints a guarantee that does not
+  hold in its stated model, so malicious mode runs on the full graph.
 * the stated ``dropout_rate`` must leave at least t responders (with probability
   1 - 2^-η for SecAgg+).
 * the ring must hold the sum of n inputs: with ``max_abs_input`` given,
@@ -26,10 +34,29 @@ import secagg
 from protocols.errors import ConfigError
 from protocols.params import GraphGuarantee, evaluate_graph
 
-__all__ = ["MAX_CLIENTS", "SecAggConfig", "Stage", "ThreatModel"]
+__all__ = [
+    "MAX_CLIENTS",
+    "SPARSE_MALICIOUS_REFUSAL",
+    "SecAggConfig",
+    "Stage",
+    "ThreatModel",
+    "malicious_threshold",
+]
 
 MAX_CLIENTS = 1 << 20
 """Largest cohort a configuration (and the wire format) accepts."""
+
+SPARSE_MALICIOUS_REFUSAL = (
+    "SecAgg+ (a sparse graph) is refused in malicious-server mode: its failure bounds assume "
+    "a random graph and random dropouts, but a malicious server picks the graph seed and who "
+    "counts as dropped; use the full graph (neighbors=None) with t > (n + n_C)/2"
+)
+
+
+def malicious_threshold(num_clients: int, corrupt_fraction: float) -> int:
+    """The smallest t with t > (n + n_C)/2, n_C = ⌈corrupt_fraction · n⌉ (full graph)."""
+    corrupt = math.ceil(corrupt_fraction * num_clients)
+    return (num_clients + corrupt) // 2 + 1
 
 
 class ThreatModel(enum.Enum):
@@ -86,7 +113,7 @@ class SecAggConfig:
     neighbors: int | None = None
     bits: int = 32
     threat_model: ThreatModel = ThreatModel.HONEST_BUT_CURIOUS
-    corrupt_fraction: float = 0.0
+    corrupt_fraction: float | None = None
     dropout_rate: float = 0.0
     max_abs_input: int | None = None
     security_bits: int = 40
@@ -97,7 +124,16 @@ class SecAggConfig:
         _check_int(self.bits, "bits", 1, 62)
         if not isinstance(self.threat_model, ThreatModel):
             raise ConfigError("threat_model must be a protocols.ThreatModel")
-        gamma = _check_fraction(self.corrupt_fraction, "corrupt_fraction")
+        malicious = self.threat_model is ThreatModel.MALICIOUS_SERVER
+        if self.corrupt_fraction is None and malicious:
+            raise ConfigError(
+                "malicious-server mode needs an explicit corrupt_fraction (the assumed "
+                "fraction of corrupt clients, n_C = ceil(fraction * n)); pass 0.0 only if you "
+                "really assume that no client colludes with the server"
+            )
+        gamma = self.assumed_corrupt_fraction
+        if self.corrupt_fraction is not None:
+            gamma = _check_fraction(self.corrupt_fraction, "corrupt_fraction")
         delta = _check_fraction(self.dropout_rate, "dropout_rate")
         _check_int(self.security_bits, "security_bits", 1, 256)
         _check_int(self.correctness_bits, "correctness_bits", 1, 256)
@@ -108,6 +144,8 @@ class SecAggConfig:
                     f"neighbors must be even (each client links k/2 clients on each side "
                     f"of the ring), got {k}"
                 )
+        if malicious and not self.is_full_graph:
+            raise ConfigError(SPARSE_MALICIOUS_REFUSAL)
         group = self.group_size
         t = _check_int(self.threshold, "threshold", 1, group)
         if 2 * t <= group:
@@ -171,6 +209,23 @@ class SecAggConfig:
             )
 
     @property
+    def assumed_corrupt_fraction(self) -> float:
+        """The corrupt fraction the checks use (0 when honest-but-curious and unstated)."""
+        return 0.0 if self.corrupt_fraction is None else float(self.corrupt_fraction)
+
+    @property
+    def corrupt_clients(self) -> int:
+        """n_C = ⌈corrupt_fraction · n⌉: clients assumed to collude with the server."""
+        return math.ceil(self.assumed_corrupt_fraction * self.num_clients)
+
+    @property
+    def min_honest_survivors(self) -> int:
+        """Honest clients in any sum the protocol lets the server unmask: at least t
+        survivors (every survivor's self mask needs t holders, all of them survivors),
+        n_C of which may be corrupt. The distributed-DP noise must be sized for this."""
+        return max(0, self.threshold - self.corrupt_clients)
+
+    @property
     def is_full_graph(self) -> bool:
         """True for classic SecAgg (every client is every other client's neighbour)."""
         return self.neighbors is None or self.neighbors >= self.num_clients - 1
@@ -196,7 +251,7 @@ class SecAggConfig:
             self.num_clients,
             self.degree,
             self.threshold,
-            corrupt=math.ceil(self.corrupt_fraction * self.num_clients),
+            corrupt=self.corrupt_clients,
             dropped=math.ceil(self.dropout_rate * self.num_clients),
             malicious=self.threat_model is ThreatModel.MALICIOUS_SERVER,
         )
@@ -207,7 +262,7 @@ class SecAggConfig:
         num_clients: int,
         *,
         dropout_rate: float,
-        corrupt_rate: float = 0.0,
+        corrupt_rate: float | None = None,
         threat_model: ThreatModel = ThreatModel.HONEST_BUT_CURIOUS,
         bits: int = 32,
         max_abs_input: int | None = None,
@@ -218,20 +273,22 @@ class SecAggConfig:
         the 2^-sigma security and 2^-eta correctness bounds of :mod:`protocols.params`.
 
         Raises :class:`ConfigError` when no sparse graph gives the guarantee; for small
-        cohorts the full graph (``SecAggConfig(n, t)``) is then the answer.
+        cohorts the full graph (``SecAggConfig(n, t)``) is then the answer. In
+        malicious-server mode it always raises (see the module docstring): use the full
+        graph with t > (n + n_C)/2.
         """
         n = _check_int(num_clients, "num_clients", 2, MAX_CLIENTS)
         delta = _check_fraction(dropout_rate, "dropout_rate")
-        gamma = _check_fraction(corrupt_rate, "corrupt_rate")
+        if threat_model is ThreatModel.MALICIOUS_SERVER:
+            raise ConfigError(SPARSE_MALICIOUS_REFUSAL)
+        gamma = 0.0 if corrupt_rate is None else _check_fraction(corrupt_rate, "corrupt_rate")
         corrupt, dropped = math.ceil(gamma * n), math.ceil(delta * n)
-        malicious = threat_model is ThreatModel.MALICIOUS_SERVER
-        unresponsive = dropped + (corrupt if malicious else 0)
         # A majority threshold needs most neighbours to respond: hopeless (and a
         # quadratic search) when half the cohort may not.
-        max_degree = n - 2 if 2 * unresponsive < n else 0
+        max_degree = n - 2 if 2 * dropped < n else 0
         for k in range(2, max_degree + 1, 2):
             for t in range(k + 1, (k + 1) // 2, -1):
-                g = evaluate_graph(n, k, t, corrupt=corrupt, dropped=dropped, malicious=malicious)
+                g = evaluate_graph(n, k, t, corrupt=corrupt, dropped=dropped, malicious=False)
                 if g.correctness > 2.0**-eta:
                     continue  # a smaller t tolerates more dropouts
                 if g.security_failure > 2.0**-sigma:

@@ -52,7 +52,12 @@ from dp.errors import DPValueError, PlanningError
 from dp.events import NonPrivateEvent, PoissonSampledEvent, PrivacyEvent
 from dp.ledger import charged_event
 from dp.noiseless_sum import CentralDpSum, NoDpSum
-from dp.planning import DistributedDPPlan, plan_distributed_counts, plan_distributed_dp
+from dp.planning import (
+    DistributedDPPlan,
+    plan_distributed_counts,
+    plan_distributed_dp,
+    worst_case_contributors,
+)
 from dp.private_sum import PrivateSum, RingSum, UpdateSource
 from dp.rng import NoiseRng, SecureRng, SimulationRng
 from dp.rotation import padded_dimension
@@ -142,6 +147,7 @@ class Channel:
         self.rng: NoiseRng = SimulationRng(spec.seed) if spec.simulation_noise else SecureRng()
         self._dropout_sim = SeededDropouts(spec.dropout, spec.seed)
         self._plans: dict[tuple[int, float, float, int, int | None], DistributedDPPlan] = {}
+        self._floors: dict[int, int] = {}  # expected cohort -> t - n_C of its groups
         self._private_sum = self._make_private_sum()
 
     def _make_private_sum(self) -> PrivateSum:
@@ -196,8 +202,27 @@ class Channel:
             raise ConfigError(f"bad inclusion probabilities: {exc}") from None
 
     def min_contributors(self, expected: int) -> int:
-        """Noise shares the plan guarantees: the expected survivors minus 4 standard
-        deviations of their count (the event is re-stated if fewer arrive).
+        """Noise shares the plan guarantees: the fewest honest survivors the protocol lets
+        the server release (t − n_C summed over the release's SecAgg groups, see
+        :func:`dp.planning.worst_case_contributors`), and never more than
+        :meth:`survivors_bound` (the event is re-stated if fewer arrive). Without SecAgg
+        (``secagg="off"``, speed comparisons) only the statistical bound applies.
+        """
+        bound = self.survivors_bound(expected)
+        if self.spec.secagg == "off" or expected < 2:
+            return bound
+        floor = self._floors.get(expected)
+        if floor is None:  # cached: the SecAgg+ parameter search is not free
+            threshold = corrupt = 0
+            for lo, hi in self._groups(expected):
+                config = self._secagg_config(hi - lo, None)
+                threshold += config.threshold
+                corrupt += config.corrupt_clients
+            floor = self._floors[expected] = threshold - corrupt
+        return worst_case_contributors(floor, 0, bound)
+
+    def survivors_bound(self, expected: int) -> int:
+        """The expected survivors minus 4 standard deviations of their count.
 
         Survivors of a Poisson cohort are Binomial(N, q(1 − p)) with q = expected / N:
         variance E(1 − p)(1 − q(1 − p)), which is the dropout variance E·p(1 − p) at q = 1

@@ -50,10 +50,16 @@ import numpy as np
 from numpy.typing import NDArray
 
 import protocols
+from dp.errors import DPError
 from dp.planning import DistributedDPPlan
+from dp.policy import DeviceBudget, DPPolicy, DPPolicyViolation, check_manifest_rule
+from protocols.config import ThreatModel, malicious_threshold
+from protocols.errors import ConfigError as ProtocolConfigError
 from protocols.net.client import RoundInfo
 from protocols.net.errors import RoundRefused
+from protocols.net.guard import DeviceGuard
 from protocols.net.wire import JobSpec, RoundSpec
+from protocols.policy import SecAggPolicy
 from recsys.errors import ConfigError, DataFormatError, ReleaseAborted
 from recsys.executors import ClientWork, EncodeWork, RoundOutcome
 from recsys.federated import (
@@ -74,6 +80,7 @@ IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
 
 __all__ = [
+    "DevicePolicy",
     "DeviceTrainer",
     "NetworkExecutor",
     "NetworkRound",
@@ -335,6 +342,40 @@ class _OneDevice(DeviceFleet):
         )
 
 
+@dataclass(frozen=True)
+class DevicePolicy:
+    """A device's own policy, both halves composed: the SecAgg rules (checked on the
+    announcement by :class:`~protocols.net.guard.DeviceGuard`; here they give t − n_C, the
+    fewest honest noise shares of any sum the server may release) and the DP rules with the
+    device's ε budget file, checked on the round's plan before anything is encoded."""
+
+    secagg: SecAggPolicy
+    dp: DPPolicy
+    budget: DeviceBudget | None = None
+    guard: DeviceGuard | None = None  # its pinned manifest's DP rule is checked too
+
+    def admit(self, plan: DistributedDPPlan, info: RoundInfo) -> float | None:
+        """Check ``plan`` for the round of ``info`` and charge the device budget (before
+        the upload); the device's total ε after the charge (None without a budget).
+        Raises :class:`RoundRefused` naming the rule."""
+        try:
+            config = info.spec.secagg_config(info.job)
+        except ProtocolConfigError as exc:
+            raise RoundRefused(f"bad round announcement: {exc}") from None
+        floor = self.secagg.honest_floor(config)
+        try:
+            event = self.dp.check_plan(plan, floor)
+            if self.guard is not None and self.guard.manifest is not None:
+                check_manifest_rule(plan, self.guard.manifest.rule)
+            if self.budget is None:
+                return None
+            return self.budget.charge(event, label=f"round {info.round_number}")
+        except DPPolicyViolation as exc:
+            raise RoundRefused(str(exc)) from None
+        except DPError as exc:  # the accountant cannot interpret the plan's event
+            raise RoundRefused(f"refused by device policy [dp.noise]: {exc}") from None
+
+
 @dataclass
 class DeviceTrainer:
     """One device's side of a networked training job: its history, its local update.
@@ -351,12 +392,22 @@ class DeviceTrainer:
     allow_simulation_noise: bool = False
     last_vector: NDArray[Any] | None = field(default=None, repr=False)
     rounds: list[int] = field(default_factory=list)
+    policy: DevicePolicy | None = None
+    epsilon_spent: float | None = None
 
     @classmethod
-    def from_file(cls, path: str | Path, *, allow_simulation_noise: bool = False) -> DeviceTrainer:
-        """A device whose history is the file at ``path`` (see :func:`load_history`)."""
+    def from_file(
+        cls,
+        path: str | Path,
+        *,
+        allow_simulation_noise: bool = False,
+        policy: DevicePolicy | None = None,
+    ) -> DeviceTrainer:
+        """A device whose history is the file at ``path`` (see :func:`load_history`);
+        ``policy`` (the safe default of ``privagg client``, or the operator's) refuses
+        rounds whose DP plan it does not accept."""
         items, stamps = load_history(path)
-        return cls(items, stamps, allow_simulation_noise)
+        return cls(items, stamps, allow_simulation_noise, policy=policy)
 
     def __call__(self, info: RoundInfo) -> NDArray[Any]:
         try:
@@ -366,6 +417,17 @@ class DeviceTrainer:
             raise RoundRefused(f"bad training round: {exc}") from None
         if work.plan.padded_dimension != info.spec.vector_length:
             raise RoundRefused("the announced vector length is not the plan's")
+        if self.policy is not None:
+            if (
+                isinstance(work.task, PopularityTask)
+                and work.task.cap > self.policy.dp.max_count_cap
+            ):
+                raise RoundRefused(
+                    f"refused by device policy [dp.cap]: a popularity cap of {work.task.cap} "
+                    f"exceeds {self.policy.dp.max_count_cap}"
+                )
+            # checked and charged before encoding: nothing leaves without its charge on disk
+            self.epsilon_spent = self.policy.admit(work.plan, info)
         vector: NDArray[Any] = work(info.position, np.zeros(1, dtype=np.int64), release)[0]
         self.last_vector = vector
         self.rounds.append(info.round_number)
@@ -530,8 +592,8 @@ class NetworkExecutor:
                 )
             )
             raise ReleaseAborted(f"release {round_number}: {reason}")
-        if len(cohort) != len(users):
-            config = self._config_for(len(cohort))
+        if len(cohort) != len(users) or job.threat() is ThreatModel.MALICIOUS_SERVER:
+            config = self._round_config(len(cohort))
         payload = round_payload(work, population=job.num_clients, release=round_number)
         spec = RoundSpec(
             tuple(int(u) for u in cohort),
@@ -561,6 +623,21 @@ class NetworkExecutor:
         seconds = time.perf_counter() - wall
         return RoundOutcome(outcome.total, included, 0.0, outcome.seconds, seconds)
 
+    def _round_config(self, size: int) -> protocols.SecAggConfig:
+        """The configuration of a round of ``size`` devices: the channel's rule, except in
+        malicious-server mode, where only the full graph with t > (n + n_C)/2 is valid."""
+        job = self.server.job
+        if job.threat() is not ThreatModel.MALICIOUS_SERVER:
+            return self._config_for(size)
+        gamma = job.corrupt_fraction or 0.0
+        return protocols.SecAggConfig(
+            size,
+            min(size, malicious_threshold(size, gamma)),
+            bits=job.bits,
+            threat_model=ThreatModel.MALICIOUS_SERVER,
+            corrupt_fraction=gamma,
+        )
+
     def _record(self, row: NetworkRound) -> None:
         self.rounds.append(row)
         if self._on_round is not None:
@@ -571,9 +648,14 @@ class NetworkExecutor:
 
 
 def training_job(
-    trainer: Trainer, *, min_cohort: int = 2, threat_model: str | None = None
+    trainer: Trainer,
+    *,
+    min_cohort: int = 2,
+    threat_model: str | None = None,
+    corrupt_fraction: float | None = None,
 ) -> JobSpec:
-    """The per-round network job of a trainer: its population, ring, vector and model caps."""
+    """The per-round network job of a trainer: its population, ring, vector and model caps
+    (``corrupt_fraction``: required in malicious-server mode)."""
     c = trainer.config
     if c.privacy != "distributed" or c.secagg == "off":
         raise ConfigError("a networked training job needs privacy='distributed' under SecAgg")
@@ -590,6 +672,8 @@ def training_job(
     vector = 1 << max(0, (longest - 1).bit_length())  # the rotation pads to a power of two
     model = trainer.config.model
     extra: dict[str, Any] = {} if threat_model is None else {"threat_model": threat_model}
+    if corrupt_fraction is not None:
+        extra["corrupt_fraction"] = corrupt_fraction
     return JobSpec(
         num_clients=trainer.num_users,
         threshold=min_cohort,

@@ -41,6 +41,16 @@ true`` (``--unsigned``) writes an unsigned ledger, which a strict audit refuses.
 tell polling and late devices that the job is over. When the join deadline closes, and
 again at the end, the server names the registered clients that never joined (also in
 ``output``: ``never_joined``, and ``late`` for those that said hello after the deadline).
+
+Signed job manifest: the server signs the job (threat model, cohort bounds, corrupt
+fraction, number of rounds and, for training, the rule its DP plans follow) with the Ed25519
+key at ``manifest_signing_key`` (default ``server-signing.key`` next to the config; created, mode
+0600, if missing), sends it in every welcome and writes it to ``manifest`` (default: the
+output path with suffix ``.manifest.json``); it prints the manifest's fingerprint. Devices
+pin that file (``privagg client --job``) or trust the first one they see and print the
+same fingerprint. A malicious-server job must state ``corrupt_fraction`` (in ``job``, or
+at the top level of a training config).
+
 Relative paths are relative to the config file. The server prints ``listening on
 HOST:PORT``, one line per network round and per release, and rewrites ``output`` after every
 round (JSON: the job, per round the cohort, the included clients and, for aggregation jobs
@@ -70,6 +80,9 @@ _COMMON = {
     "join_deadline",
     "linger_seconds",
     "output",
+    "signing_key",
+    "manifest_signing_key",
+    "manifest",
 }
 _AGGREGATE = _COMMON | {"job"}
 _TRAIN = _COMMON | {
@@ -78,6 +91,7 @@ _TRAIN = _COMMON | {
     "evaluation",
     "min_cohort",
     "threat_model",
+    "corrupt_fraction",
     "ledger",
     "signing_key",
     "unsigned_ledger",
@@ -180,6 +194,14 @@ def run(args: argparse.Namespace) -> int:
         "join_deadline": float(conf.get("join_deadline", 120.0)),
         "linger_seconds": float(conf.get("linger_seconds", 2.0)),
     }
+    options["signer"] = _signing_key(
+        rel(conf.get("manifest_signing_key", "server-signing.key"), "manifest_signing_key")
+    )
+    options["manifest_path"] = (
+        rel(conf["manifest"], "manifest")
+        if conf.get("manifest")
+        else output.with_suffix(".manifest.json")
+    )
     # SIGTERM ends the job like Ctrl-C: clients learn it from the closed connection.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     if conf.get("kind", "aggregate") == "train":
@@ -189,6 +211,32 @@ def run(args: argparse.Namespace) -> int:
             conf["unsigned_ledger"] = True
         return _serve_training(conf, rel, registry, tls, output, options)
     return _serve_aggregation(conf, registry, tls, output, options)
+
+
+def _signing_key(path: Path) -> Any:
+    """The server's Ed25519 manifest-signing key (created if missing)."""
+    from protocols.net import load_identity_key, write_identity_key
+
+    if not path.exists():
+        write_identity_key(path)
+        print(f"created the manifest signing key {path}", flush=True)
+    return load_identity_key(path)
+
+
+def _sign_manifest(
+    job: Any, options: dict[str, Any], dp_rule: Mapping[str, Any] | None = None
+) -> bytes:
+    """Sign the job's manifest, write it next to the output and print its fingerprint; the
+    server options keep only what :class:`AggregationServer` takes."""
+    from protocols.net.manifest import JobManifest
+
+    signer = options.pop("signer")
+    path: Path = options.pop("manifest_path")
+    manifest = JobManifest.create(job, signer, dp_rule)
+    signed = manifest.sign(signer)
+    path.write_bytes(signed)
+    print(f"job manifest {manifest.fingerprint} written to {path}", flush=True)
+    return signed
 
 
 def _serve_aggregation(
@@ -201,7 +249,9 @@ def _serve_aggregation(
     from protocols.net import AggregationServer, JobSpec, RoundOutcome
 
     job = JobSpec.from_mapping(conf["job"])
-    server = AggregationServer(job, registry, tls, **options)
+    options = dict(options)
+    signed = _sign_manifest(job, options)
+    server = AggregationServer(job, registry, tls, manifest=signed, **options)
     rows: list[dict[str, Any]] = []
 
     def on_round(outcome: RoundOutcome) -> None:
@@ -320,6 +370,24 @@ def _open_signed_ledger(conf: Mapping[str, Any], rel: Any, trainer: Any) -> Any:
     )
 
 
+def _dp_rule(trainer: Any) -> dict[str, Any]:
+    """The DP plan rule a training job signs: every plan's ring, its largest clip and cap,
+    and that noise shares are sized for the t − n_C honest survivors SecAgg allows."""
+    config = trainer.config
+    clip = max(float(task.clip_norm) for task, _ in trainer.recommender.tasks(config.rounds))
+    cap = [task.count_cap for task, _ in trainer.recommender.tasks(config.rounds) if task.count_cap]
+    rule: dict[str, Any] = {
+        "bits": int(config.bits),
+        "max_clip_norm": clip,
+        "noise_sized_for": "threshold minus corrupt (t - n_C) honest survivors",
+        "epsilon": float(config.epsilon),
+        "delta": float(config.delta),
+    }
+    if cap:
+        rule["max_count_cap"] = int(max(cap))
+    return rule
+
+
 def _serve_training(
     conf: Mapping[str, Any],
     rel: Callable[[object, str], Path],
@@ -373,8 +441,11 @@ def _serve_training(
         trainer,
         min_cohort=int(conf.get("min_cohort", 2)),
         threat_model=conf.get("threat_model"),
+        corrupt_fraction=conf.get("corrupt_fraction"),
     )
-    server = AggregationServer(job, registry, tls, **options)
+    options = dict(options)
+    signed = _sign_manifest(job, options, _dp_rule(trainer))
+    server = AggregationServer(job, registry, tls, manifest=signed, **options)
     record_totals = bool(conf.get("record_aggregates", False))
     state: dict[str, Any] = {
         "job": json.loads(job.to_json()),

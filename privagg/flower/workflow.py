@@ -156,6 +156,7 @@ class PrivaggWorkflow:
     ) -> tuple[RoundOffer, DistributedDPPlan]:
         """The round's public parameters and its DP plan (validated by both)."""
         config = self.secagg_config(len(node_ids))
+        corrupt = config.corrupt_fraction or 0.0
         offer = RoundOffer(
             round_number=round_number,
             node_ids=node_ids,
@@ -163,11 +164,11 @@ class PrivaggWorkflow:
             neighbors=None if config.is_full_graph else config.neighbors,
             bits=config.bits,
             dropout_rate=config.dropout_rate,
-            corrupt_fraction=config.corrupt_fraction,
+            corrupt_fraction=corrupt,
             clip_norm=self.clip_norm,
             noise_multiplier=self.noise_multiplier,
             mechanism=self.mechanism,
-            min_contributors=config.threshold - math.ceil(config.corrupt_fraction * len(node_ids)),
+            min_contributors=config.threshold - math.ceil(corrupt * len(node_ids)),
             rotation_seed=secrets.token_bytes(32),
             model_sha256=model_digest(arrays),
             simulation_noise_seed=self.simulation_noise_seed,

@@ -31,6 +31,7 @@ from protocols.config import SecAggConfig, Stage, ThreatModel
 from protocols.errors import ConfigError, DecodeError
 from protocols.messages import SetupRequest, decode
 from protocols.net.errors import JobMissed, RoundRefused, TransportError
+from protocols.net.guard import DeviceGuard
 from protocols.net.wire import (
     AUTH_METADATA,
     NO_STAGE,
@@ -42,13 +43,14 @@ from protocols.net.wire import (
     decode_model,
     decode_reply,
     decode_round,
-    decode_welcome,
+    decode_signed_welcome,
     encode_hello,
     encode_model_request,
     model_digest,
     sign_call,
     stage_key,
 )
+from protocols.policy import PolicyViolation
 from protocols.transport import Direction, FaultHook
 
 __all__ = ["ClientTLS", "DeviceReport", "RoundInfo", "run_device"]
@@ -213,6 +215,7 @@ def run_device(
     on_event: Callable[[str], None] | None = None,
     model_inputs: ModelInputsFn | None = None,
     round_inputs: RoundInputsFn | None = None,
+    guard: DeviceGuard | None = None,
 ) -> DeviceReport:
     """Take part in every round of the job served at ``target`` until the server says done.
 
@@ -227,6 +230,10 @@ def run_device(
     it, so one device can serve either kind, as the server's welcome says); a round whose
     announcement does not fit the job, or whose inputs raise :class:`RoundRefused`, is sat
     out and reported as an abort.
+    ``guard`` (the device's policy and pinned manifest) checks the welcome — a refusal
+    raises :class:`~protocols.policy.PolicyViolation` before any request derived from the
+    device's data — and every round's announcement before the device computes or sends
+    anything for it (a refused round is sat out and reported as an abort naming the rule).
     Raises :class:`TransportError` if the server is lost or refuses this device, and
     :class:`JobMissed` (a TransportError) if the job ended before this device took part in
     any round because it joined after the join deadline.
@@ -237,10 +244,12 @@ def run_device(
     finally:
         bootstrap.close()
     try:
-        nonce, job = decode_welcome(welcome)
+        nonce, job, signed_manifest = decode_signed_welcome(welcome)
     except DecodeError as exc:
         raise TransportError(f"server {target} sent a malformed welcome: {exc}") from None
     _check_job(job, expected_job)
+    if guard is not None:
+        guard.check_welcome(target, job, signed_manifest)
     if job.per_round and round_inputs is None:
         raise ConfigError("this is a per-round job (training): the device needs round_inputs")
     if job.threat() is not ThreatModel.HONEST_BUT_CURIOUS and verify_keys is None:
@@ -295,7 +304,14 @@ def run_device(
                 if job.per_round and round_inputs is not None:
                     machine_round, machine = reply.round_number, None
                     got = _round_vector(
-                        link, client_id, job, reply.round_number, setup, poll_seconds, round_inputs
+                        link,
+                        client_id,
+                        job,
+                        reply.round_number,
+                        setup,
+                        poll_seconds,
+                        round_inputs,
+                        guard,
                     )
                     if isinstance(got, str):
                         aborts.append(f"round {reply.round_number}: {got}")
@@ -305,6 +321,13 @@ def run_device(
                     want = spec.vector_length
                     if verify_keys is not None:
                         keys = {pos: verify_keys[cid] for pos, cid in enumerate(spec.cohort)}
+                elif guard is not None and (
+                    refusal := _guard_round(guard, job, reply.round_number, job.secagg_config())
+                ):
+                    aborts.append(f"round {reply.round_number}: {refusal}")
+                    emit(aborts[-1])
+                    machine_round, machine = reply.round_number, None
+                    continue  # sit this round out: nothing derived from the data is sent
                 elif model_inputs is None:
                     vector = np.asarray(inputs(reply.round_number, job))
                 else:
@@ -322,6 +345,8 @@ def run_device(
                         f"{vector.shape}, the round needs ({want},)"
                     )
                 assert config is not None
+                if guard is not None:
+                    guard.joined(reply.round_number)
                 machine = SecAggClient(
                     position,
                     config,
@@ -374,6 +399,7 @@ def _round_vector(
     setup: SetupRequest,
     poll_seconds: float,
     round_inputs: RoundInputsFn,
+    guard: DeviceGuard | None = None,
 ) -> tuple[npt.NDArray[Any], int, SecAggConfig, RoundSpec] | str:
     """(vector, position, config, announcement) of a per-round job's round, or why to sit it out."""
     payload = _fetch_model(link, client_id, round_number, setup, poll_seconds)
@@ -386,12 +412,31 @@ def _round_vector(
         return f"refused the round announcement ({exc})"
     if client_id not in spec.cohort:
         return "not in the announced cohort"
+    if guard is not None and (
+        refusal := _guard_round(guard, job, round_number, config, spec.vector_length)
+    ):
+        return refusal
     position = spec.cohort.index(client_id)
     try:
         vector = np.asarray(round_inputs(RoundInfo(job, round_number, position, spec)))
     except RoundRefused as exc:
         return f"refused ({exc})"
     return vector, position, config, spec
+
+
+def _guard_round(
+    guard: DeviceGuard,
+    job: JobSpec,
+    round_number: int,
+    config: SecAggConfig,
+    vector_length: int | None = None,
+) -> str:
+    """Why ``guard`` refuses the round (empty if it accepts it)."""
+    try:
+        guard.check_round(job, round_number, config, vector_length or job.vector_length)
+    except PolicyViolation as exc:
+        return str(exc)
+    return ""
 
 
 def _safe_decode(payload: bytes) -> object:

@@ -163,6 +163,8 @@ class AggregationServer:
     serves it to the devices (the ``Model`` call) and its envelope's digest
     (:func:`~protocols.net.wire.model_digest`) is the round's context digest. It is called
     when the round starts, i.e. after the previous round's ``on_round`` callback.
+    ``manifest`` is the job's signed manifest (:mod:`protocols.net.manifest`), sent in the
+    welcome for the devices to pin.
     """
 
     def __init__(
@@ -179,6 +181,7 @@ class AggregationServer:
         context: Callable[[int], bytes] | None = None,
         model: Callable[[int], bytes] | None = None,
         limits: AdmissionLimits | None = None,
+        manifest: bytes = b"",
     ) -> None:
         if context is not None and model is not None:
             raise ConfigError("give a context digest function or a model function, not both")
@@ -208,7 +211,7 @@ class AggregationServer:
         self.peak_calls_held: dict[int, int] = {}
         self.refused_calls: dict[str, int] = {}
         self.nonce = secrets.token_bytes(32)
-        self._welcome = encode_welcome(self.nonce, job)
+        self._welcome = encode_welcome(self.nonce, job, manifest)  # manifest: signed job
         self._cv = threading.Condition()
         self._mail: dict[int, Reply] = {}
         self._mail_key: dict[int, int] = {}

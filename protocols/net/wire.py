@@ -37,6 +37,7 @@ __all__ = [
     "decode_model_request",
     "decode_reply",
     "decode_round",
+    "decode_signed_welcome",
     "decode_welcome",
     "encode_hello",
     "encode_model",
@@ -101,7 +102,9 @@ class JobSpec:
     ``num_clients`` is the registered population, ``threshold`` the smallest cohort a
     device agrees to be aggregated with, and ``vector_length`` the cap on any round's
     vector. ``model_bytes`` is the cap on a round's public model (it raises the message
-    size limit by that much).
+    size limit by that much). ``corrupt_fraction`` is the assumed fraction of corrupt
+    clients (n_C = ⌈fraction · n⌉ of each cohort): required in malicious-server mode, where
+    every threshold must exceed (n + n_C)/2 and only the full graph is accepted.
     """
 
     num_clients: int
@@ -113,6 +116,7 @@ class JobSpec:
     threat_model: str = ThreatModel.HONEST_BUT_CURIOUS.value
     per_round: bool = False
     model_bytes: int = 0
+    corrupt_fraction: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("vector_length", "rounds"):
@@ -132,8 +136,15 @@ class JobSpec:
                 raise ConfigError("num_clients and threshold must be ints")
             if not 2 <= t <= n:
                 raise ConfigError("a per-round job needs 2 <= threshold (min cohort) <= clients")
-            self.threat()
-            SecAggConfig(n, n // 2 + 1, bits=self.bits)  # validates bits and the population
+            threat = self.threat()
+            # validates bits, the population and (malicious mode) the corrupt fraction
+            SecAggConfig(
+                n,
+                n,
+                bits=self.bits,
+                threat_model=threat,
+                corrupt_fraction=self.corrupt_fraction,
+            )
         else:
             self.secagg_config()  # validates the protocol parameters now
 
@@ -155,6 +166,7 @@ class JobSpec:
             neighbors=self.neighbors,
             bits=self.bits,
             threat_model=self.threat(),
+            corrupt_fraction=self.corrupt_fraction,
         )
 
     def to_json(self) -> bytes:
@@ -206,7 +218,12 @@ class RoundSpec:
         if not 1 <= self.vector_length <= job.vector_length:
             raise ConfigError(f"vector length {self.vector_length} exceeds the job's cap")
         return SecAggConfig(
-            n, self.threshold, neighbors=self.neighbors, bits=job.bits, threat_model=job.threat()
+            n,
+            self.threshold,
+            neighbors=self.neighbors,
+            bits=job.bits,
+            threat_model=job.threat(),
+            corrupt_fraction=job.corrupt_fraction,
         )
 
 
@@ -275,15 +292,25 @@ def decode_hello(data: bytes) -> int:
     return int(client_id)
 
 
-def encode_welcome(nonce: bytes, job: JobSpec) -> bytes:
-    """The server's answer to hello: its per-run nonce and the public job description."""
+def encode_welcome(nonce: bytes, job: JobSpec, manifest: bytes = b"") -> bytes:
+    """The server's answer to hello: its per-run nonce, the public job description and,
+    optionally, the job's signed manifest (:mod:`protocols.manifest`; u32 length then the
+    bytes, after the job; absent in welcomes of servers that sign nothing)."""
     spec = job.to_json()
     head = _HEADER.pack(_MAGIC, _VERSION, _WELCOME)
-    return head + nonce + _U32.pack(len(spec)) + spec
+    tail = _U32.pack(len(manifest)) + bytes(manifest) if manifest else b""
+    return head + nonce + _U32.pack(len(spec)) + spec + tail
 
 
 def decode_welcome(data: bytes) -> tuple[bytes, JobSpec]:
     """``(nonce, job)`` from a welcome; anything malformed is a DecodeError."""
+    nonce, job, _ = decode_signed_welcome(data)
+    return nonce, job
+
+
+def decode_signed_welcome(data: bytes) -> tuple[bytes, JobSpec, bytes]:
+    """``(nonce, job, signed manifest bytes or b"")`` from a welcome; anything malformed is
+    a DecodeError (the manifest itself is verified by :mod:`protocols.manifest`)."""
     _header(data, _WELCOME)
     off = _HEADER.size
     nonce = data[off : off + NONCE_BYTES]
@@ -291,16 +318,23 @@ def decode_welcome(data: bytes) -> tuple[bytes, JobSpec]:
     if len(nonce) != NONCE_BYTES or len(data) < off + 4:
         raise DecodeError("welcome truncated")
     (length,) = _U32.unpack_from(data, off)
-    if len(data) != off + 4 + length:
-        raise DecodeError("welcome has the wrong length")
+    end = off + 4 + length
+    manifest = b""
+    if len(data) != end:
+        if len(data) < end + 4:
+            raise DecodeError("welcome has the wrong length")
+        (signed,) = _U32.unpack_from(data, end)
+        if signed == 0 or len(data) != end + 4 + signed:
+            raise DecodeError("welcome has the wrong length")
+        manifest = data[end + 4 :]
     try:
-        parsed = json.loads(data[off + 4 :])
+        parsed = json.loads(data[off + 4 : end])
     except ValueError:
         raise DecodeError("welcome carries no valid job description") from None
     if not isinstance(parsed, dict):
         raise DecodeError("welcome carries no valid job description")
     try:
-        return nonce, JobSpec.from_mapping(parsed)
+        return nonce, JobSpec.from_mapping(parsed), manifest
     except ConfigError as exc:
         raise DecodeError(f"welcome carries an invalid job: {exc}") from None
 

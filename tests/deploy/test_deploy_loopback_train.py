@@ -75,6 +75,9 @@ def _setup(tmp: Path, n: int = N, rounds: int = 2) -> Path:
     }
     path = tmp / "serve.json"
     path.write_text(json.dumps(config))
+    # the job spends epsilon 8 at delta 1e-4; the devices' default budget (10 at delta 1e-5,
+    # charged unamplified at t - n_C honest shares) would refuse its last release
+    (tmp / "policy.json").write_text(json.dumps({"dp": {"epsilon_budget": 20.0}}))
     return path
 
 
@@ -97,6 +100,8 @@ def _device(tmp: Path, target: str, cid: int) -> subprocess.Popen[str]:
         str(pki / "ca.pem"),
         "--retry-seconds",
         "5",
+        "--policy",
+        str(tmp / "policy.json"),
         "--quiet",
     ]
     return spawn([sys.executable, str(HERE / "training_device.py"), *own, "--", *client])

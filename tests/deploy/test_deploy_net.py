@@ -218,7 +218,12 @@ def test_deploy_client_refuses_wrong_ca_and_unpinned_job(
 
 def test_deploy_mutual_tls_and_malicious_server_mode(pki: LocalPKI) -> None:
     job = JobSpec(
-        num_clients=N, threshold=4, vector_length=D, rounds=1, threat_model="malicious_server"
+        num_clients=N,
+        threshold=4,
+        vector_length=D,
+        rounds=1,
+        threat_model="malicious_server",
+        corrupt_fraction=0.0,
     )
     tls = ServerTLS(
         pki.server_cert.read_bytes(), pki.server_key.read_bytes(), pki.ca_cert.read_bytes()

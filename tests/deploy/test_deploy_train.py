@@ -182,7 +182,7 @@ def test_deploy_sampled_cohorts_offline_device_and_malicious_server_mode(
     split, features = _data()
     config = _config(cohort=6, simulation_noise=False, rounds=2)
     trainer = Trainer(split, features, config)
-    job = training_job(trainer, min_cohort=3, threat_model="malicious_server")
+    job = training_job(trainer, min_cohort=3, threat_model="malicious_server", corrupt_fraction=0.0)
     registry = load_registry(pki.registry)
     server = AggregationServer(
         job,

@@ -177,7 +177,7 @@ def test_model_inconsistency_with_withheld_shares_still_excludes_the_target() ->
 
 
 def test_malicious_mode_consistency_round_catches_survivor_equivocation() -> None:
-    cfg = SecAggConfig(N, 5, threat_model=ThreatModel.MALICIOUS_SERVER)
+    cfg = SecAggConfig(N, 5, threat_model=ThreatModel.MALICIOUS_SERVER, corrupt_fraction=0.0)
     adv = MaliciousServer(cfg, private_inputs())
     adv.start()
     adv.honest_stage()
@@ -206,7 +206,7 @@ def test_malicious_mode_consistency_round_catches_survivor_equivocation() -> Non
 
 
 def test_malicious_mode_requires_t_valid_signatures() -> None:
-    cfg = SecAggConfig(N, 5, threat_model=ThreatModel.MALICIOUS_SERVER)
+    cfg = SecAggConfig(N, 5, threat_model=ThreatModel.MALICIOUS_SERVER, corrupt_fraction=0.0)
     adv = MaliciousServer(cfg, private_inputs())
     adv.run_to_unmask()
     request = adv.outbound[1]
@@ -224,7 +224,7 @@ def test_malicious_mode_requires_t_valid_signatures() -> None:
 
 
 def test_malicious_mode_rejects_forged_advertised_keys() -> None:
-    cfg = SecAggConfig(N, 5, threat_model=ThreatModel.MALICIOUS_SERVER)
+    cfg = SecAggConfig(N, 5, threat_model=ThreatModel.MALICIOUS_SERVER, corrupt_fraction=0.0)
     adv = MaliciousServer(cfg, private_inputs())
     adv.start()
     adv.honest_stage()
@@ -238,7 +238,7 @@ def test_malicious_mode_rejects_forged_advertised_keys() -> None:
 
 
 def test_whole_round_in_malicious_mode_is_exact() -> None:
-    cfg = SecAggConfig(N, 5, threat_model=ThreatModel.MALICIOUS_SERVER)
+    cfg = SecAggConfig(N, 5, threat_model=ThreatModel.MALICIOUS_SERVER, corrupt_fraction=0.0)
     x = private_inputs()
     result = run_secagg(x, cfg, drop={"mask": [6], "consistency": [5]})
     assert result.included == (0, 1, 2, 3, 4, 5)

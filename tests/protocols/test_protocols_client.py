@@ -356,7 +356,7 @@ def test_client_constructor_validates_its_arguments() -> None:
         SecAggClient(N, cfg, inputs()[0])
     with pytest.raises(ConfigError):
         SecAggClient(0, cfg, np.zeros(5, dtype=np.int64))
-    malicious = SecAggConfig(N, 6, threat_model=ThreatModel.MALICIOUS_SERVER)
+    malicious = SecAggConfig(N, 6, threat_model=ThreatModel.MALICIOUS_SERVER, corrupt_fraction=0.0)
     with pytest.raises(ConfigError):
         SecAggClient(0, malicious, inputs()[0])
 

@@ -114,7 +114,7 @@ def test_cli_bits_devices_context(tmp_path: Path, capsys: pytest.CaptureFixture[
         (["--bits", "33"], "--bits"),
         (["--devices", "heavy-tail", "--deadline", "0"], "--deadline"),
         (["--availability", "0"], "--availability"),
-        (["--bits", "9", "--model", "fcf"], "use more bits"),
+        (["--bits", "10", "--model", "fcf"], "use more bits"),
     ],
 )
 def test_bad_communication_arguments_exit_2(

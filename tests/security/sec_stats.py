@@ -29,6 +29,10 @@ FIGURES = (
     "attack_controls_recovered",
     "honest_inputs_lost",
     "inputs_recovered",
+    "untrusted_scenarios",
+    "untrusted_refused",
+    "untrusted_inputs_recovered",
+    "untrusted_honest_lost",
 )
 
 counts: Counter[str] = Counter()

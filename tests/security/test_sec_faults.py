@@ -112,7 +112,11 @@ def test_sec_random_fault_campaign_exact_or_typed_abort(block: int, tmp_path: Pa
         d = int(rng.integers(1, 9))
         bits = int(rng.choice([8, 16, 32]))
         threat = ThreatModel.MALICIOUS_SERVER if rng.random() < 0.25 else None
-        kwargs = {"bits": bits} if threat is None else {"bits": bits, "threat_model": threat}
+        kwargs = (
+            {"bits": bits}
+            if threat is None
+            else {"bits": bits, "threat_model": threat, "corrupt_fraction": 0.0}
+        )
         cfg = SecAggConfig(n, t, **kwargs)  # type: ignore[arg-type]
         x = secagg.to_ring(rng.integers(0, 2**bits, size=(n, d)), bits)
         p = float(rng.choice([0.03, 0.08, 0.2]))
