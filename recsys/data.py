@@ -302,7 +302,8 @@ def _genre_table(
 _DELIMITERS: tuple[str | None, ...] = ("::", "\t", ",", ";", "|", None)
 _DELIMITER_NAMES = {"::": "'::'", "\t": "tab", ",": "','", ";": "';'", "|": "'|'", None: "spaces"}
 _SNIFF_LINES = 50
-# Files whose MovieLens layout always has a timestamp column (and, for ratings.csv, a header).
+# Files whose MovieLens layout always has a timestamp column (ratings.csv: when found in a
+# MovieLens folder, where it also has a header; a ratings.csv given directly is generic).
 _TIMESTAMPED_NAMES = ("u.data", "ratings.dat", "ratings.csv")
 
 
@@ -398,6 +399,7 @@ def load_ratings(path: str | os.PathLike[str]) -> Ratings:
     """
     path = os.fspath(path)
     rpath = _find_ratings_file(path)
+    from_folder = os.path.isdir(path)
     folder = os.path.dirname(rpath)
     base = os.path.basename(rpath)
     lines = _read_ratings_text(rpath)
@@ -410,13 +412,15 @@ def load_ratings(path: str | os.PathLike[str]) -> Ratings:
     start = 0
     if first is not None and _looks_like_header(first[1]):
         start = first[0]
-    elif base == "ratings.csv":
+    elif from_folder and base == "ratings.csv":  # MovieLens latest/20M/25M always have one
         raise DataFormatError(rpath, 1, "ratings.csv must start with a header row")
     if delimiter == ",":
         rows = _csv_rows(rpath, lines, start)
     else:
         rows = _split_lines(rpath, lines, _splitter(delimiter), start)
-    timestamped = base in _TIMESTAMPED_NAMES or base.endswith((".base", ".test"))
+    timestamped = base.endswith((".base", ".test")) or (
+        base in _TIMESTAMPED_NAMES and (from_folder or base != "ratings.csv")
+    )
     parsed = _parse_rows(rpath, rows, need_timestamp=timestamped)
     raw_users, raw_items = parsed.users, parsed.items
     ratings, stamps, has_ts = parsed.ratings, parsed.stamps, parsed.has_timestamps

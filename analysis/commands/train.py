@@ -533,26 +533,72 @@ def _write_metrics(path: str, records: tuple[RoundRecord, ...]) -> None:
             )
 
 
-def _plot(path: str, records: tuple[RoundRecord, ...], title: str) -> None:
+def _plot(
+    path: str,
+    records: tuple[RoundRecord, ...],
+    title: str,
+    baselines: dict[str, Any] | None = None,
+) -> None:
+    """``training.png``: HR@10/NDCG@10 and ε spent per release, baselines as dashed lines;
+    a run with one evaluated release has no curve, so it gets bars beside the baselines."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rounds = [r.round for r in records if r.hr is not None]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(rounds, [r.hr for r in records if r.hr is not None], "o-", label="HR@10")
-    ax.plot(rounds, [r.ndcg for r in records if r.ndcg is not None], "s-", label="NDCG@10")
-    ax.set_xlabel("release (round)")
-    ax.set_ylabel("full-ranking metric")
-    ax2 = ax.twinx()
-    eps = [r.epsilon if math.isfinite(r.epsilon) else np.nan for r in records]
-    ax2.plot([r.round for r in records], eps, "k--", label="ε so far")
-    ax2.set_ylabel("ε so far")
-    lines = ax.get_legend_handles_labels()
-    lines2 = ax2.get_legend_handles_labels()
-    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="lower right")
-    ax.set_title(title, fontsize=9)
+    evaluated = [r for r in records if r.hr is not None]
+    fig, ax = plt.subplots(figsize=(7.5, 4.5 if len(evaluated) <= 1 else 5.5))
+    if len(evaluated) <= 1:
+        names = ["trained model", *(baselines or {})]
+        first = evaluated[0].hr if evaluated else None
+        values = [float("nan") if first is None else first]
+        values += [float(v["HR@10"]) for v in (baselines or {}).values()]
+        colors = ["tab:blue"] + ["tab:gray"] * (len(names) - 1)
+        y = np.arange(len(names))
+        ax.barh(y, values, color=colors)
+        for k, v in enumerate(values):
+            if math.isfinite(v):
+                ax.text(v, k, f" {v:.3f}", va="center", fontsize=8)
+        ax.set_yticks(y, [textwrap.fill(n, 28) for n in names], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("HR@10 (full ranking, temporal leave-last-out)")
+        spent = records[-1].epsilon if records else float("nan")
+        tasks = ", ".join(sorted({r.task for r in records})) or "none"
+        ax.set_title(
+            textwrap.fill(
+                f"{title} | {len(records)} release(s) ({tasks}), ε spent {spent:.3g}", 80
+            ),
+            fontsize=9,
+        )
+    else:
+        rounds = [r.round for r in evaluated]
+        ax.plot(rounds, [r.hr for r in evaluated], "o-", label="HR@10 (trained)")
+        ax.plot(rounds, [r.ndcg for r in evaluated], "s-", label="NDCG@10 (trained)")
+        for k, (name, vals) in enumerate((baselines or {}).items()):
+            ax.axhline(
+                float(vals["HR@10"]), color=f"C{k + 3}", ls=":", lw=1.2, label=f"HR@10 {name}"
+            )
+        ax.set_xlabel("release (1 = popularity, then FCF rounds)")
+        ax.set_ylabel("full-ranking metric")
+        ax.set_xticks(rounds if len(rounds) <= 20 else ax.get_xticks())
+        ax2 = ax.twinx()
+        eps = [r.epsilon if math.isfinite(r.epsilon) else np.nan for r in records]
+        ax2.plot([r.round for r in records], eps, "k--", label="ε spent")
+        ax2.set_ylabel("ε spent (upper bound)")
+        ax2.set_ylim(bottom=0)
+        lines = ax.get_legend_handles_labels()
+        lines2 = ax2.get_legend_handles_labels()
+        ax.legend(
+            lines[0] + lines2[0],
+            lines[1] + lines2[1],
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.16),
+            ncol=2,
+            fontsize=7,
+        )
+        ax.set_title(textwrap.fill(title, 80), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -760,6 +806,7 @@ def run(args: argparse.Namespace) -> int:
             os.path.join(staging, "training.png"),
             result.records,
             _plot_title(ratings, config),
+            extra.get("baselines"),
         )
         summary = {
             "command": "privagg train " + " ".join(sys.argv[2:]),
@@ -798,7 +845,9 @@ def _write_partial(
     done = tuple(records)
     _write_metrics(os.path.join(staging, "metrics.csv"), done)
     if done:
-        _plot(os.path.join(staging, "training.png"), done, f"{ratings.label[:60]} | INTERRUPTED")
+        _plot(
+            os.path.join(staging, "training.png"), done, f"INTERRUPTED after {len(done)} release(s)"
+        )
     else:
         stale = os.path.join(out_dir, "training.png")  # ours, from an earlier run here
         if os.path.isfile(stale):
