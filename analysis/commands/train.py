@@ -2,12 +2,19 @@
 
 Trains on the synthetic default (always labelled SYNTHETIC) or on a ratings file/folder
 (MovieLens 100K/1M/10M/20M/25M/latest or a generic CSV), evaluates with full-ranking
-HR@10/NDCG@10 on the temporal leave-last-out split, and writes into ``--out``:
-``metrics.csv`` (per release: ε so far, HR@10, NDCG@10, seconds, bytes), ``ledger.sqlite``
-(every release's privacy event), ``summary.json`` (configuration, privacy report card,
-final metrics with bootstrap intervals, baselines) and ``training.png`` (metric and ε over
-rounds). Bad arguments give one line and exit code 2 before anything is written; files
-are written to a temporary folder and moved into place only when training succeeded.
+HR@10/NDCG@10 on the temporal leave-last-out split (a file without timestamps is refused),
+and writes into --out (default: a fresh runs/train-<time>): metrics.csv (per release: ε
+so far, HR@10, NDCG@10, seconds, bytes), ledger.sqlite (every release's privacy event),
+summary.json (configuration, privacy report card, final metrics with bootstrap intervals,
+baselines) and training.png (metric and ε per release beside the baselines). Progress
+shows ε spent and HR@10 after every release.
+
+Bad arguments give one line and exit code 2 before anything is written, and so does an
+option that would be ignored (e.g. --epsilon with --privacy none). Files are written to a
+temporary folder and moved into place when training ends. Ctrl-C or SIGTERM stops after
+the release in progress (a second one stops at once): the ledger of every release made,
+their metrics and a summary marked "interrupted" are written, the temporary folder is
+removed, and the exit code is 130 (SIGINT) or 143 (SIGTERM).
 """
 
 from __future__ import annotations
@@ -209,8 +216,8 @@ def register(subparsers: Any) -> None:
         default="test",
         help="evaluate on the test item or the validation item (for tuning)",
     )
-    p.add_argument("--users", type=int, default=SYNTHETIC_USERS, help="synthetic users")
-    p.add_argument("--items", type=int, default=SYNTHETIC_ITEMS, help="synthetic items")
+    p.add_argument("--users", type=int, default=None, help=f"synthetic users ({SYNTHETIC_USERS})")
+    p.add_argument("--items", type=int, default=None, help=f"synthetic items ({SYNTHETIC_ITEMS})")
     p.add_argument(
         "--silo-users",
         type=int,
@@ -264,6 +271,11 @@ _CONDITIONAL_OPTIONS: tuple[
         (("deadline", 10.0), ("availability", 0.7)),
         lambda a: a.devices != "off",
         "--devices (the device simulator)",
+    ),
+    (
+        (("users", SYNTHETIC_USERS), ("items", SYNTHETIC_ITEMS)),
+        lambda a: a.data == "synthetic",
+        "--data synthetic (a ratings file has its own users and items)",
     ),
     (
         (("silo_noise", 1.0), ("silo_epochs", 2)),
