@@ -211,9 +211,9 @@ def _run(args: argparse.Namespace) -> int:
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warning
             code: int = args.func(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print(f"\nprivagg {name}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return int(getattr(exc, "exit_code", EXIT_INTERRUPTED))
     except ModuleNotFoundError as exc:
         hint = _missing_extra(exc)
         if hint is None:

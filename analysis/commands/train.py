@@ -48,7 +48,7 @@ from recsys.context import (
 )
 from recsys.data import Ratings, load_ratings, synthetic_ratings
 from recsys.devices import DEVICE_PROFILES, DeviceConfig
-from recsys.errors import ConfigError
+from recsys.errors import ConfigError, DataNotFoundError
 from recsys.features import item_features
 from recsys.federated import FCFConfig, FeatureModelConfig
 from recsys.metrics import RankingReport, evaluate_ranking, paired_test
@@ -693,12 +693,15 @@ def report_card_lines(card: dict[str, Any], extra: dict[str, Any]) -> list[str]:
     return lines
 
 
-class TrainingInterrupted(Exception):
-    """Ctrl-C or SIGTERM arrived; raised between releases, after the ledger recorded one."""
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM arrived; raised between releases, after the ledger recorded one.
+    A KeyboardInterrupt, so no ``except Exception`` on the way can swallow it, and one that
+    escapes is the CLI's one-line "interrupted"."""
 
     def __init__(self, signal_name: str) -> None:
         super().__init__(signal_name)
         self.signal_name = signal_name
+        self.exit_code = _EXIT_CODES.get(signal_name, 130)
 
 
 _EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}  # 128 + the signal number, as shells report
@@ -765,6 +768,8 @@ def _move_into(staging: str, out_dir: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Validate, train, and write the outputs atomically (partial ones when interrupted)."""
+    if args.data != "synthetic" and not os.path.exists(args.data):  # the first thing to fix
+        raise DataNotFoundError(f"{args.data}: no such file or folder")
     _fill_conditional_defaults(args)
     _apply_residual_schedule(args)
     _check_args(args)
@@ -781,63 +786,69 @@ def run(args: argparse.Namespace) -> int:
     out_dir = os.path.abspath(args.out)
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".privagg-train-", dir=parent)
-    completed: list[RoundRecord] = []
-    try:
-        with warnings.catch_warnings(), _StopRequests() as stop:
-            if config.simulation_noise:
-                warnings.simplefilter("ignore", NonSecureRandomnessWarning)
-            silo_ledger = os.path.join(staging, "ledger_silo.sqlite") if args.silo_users else None
-            trainer = Trainer(
-                split,
-                feats,
-                config,
-                silo_ledger_path=silo_ledger,
-                context=_context(args, ratings, split),
+    # signals are handled from before the temporary folder exists until it is removed
+    with _StopRequests() as stop:
+        staging = tempfile.mkdtemp(prefix=".privagg-train-", dir=parent)
+        completed: list[RoundRecord] = []
+        try:
+            with warnings.catch_warnings():
+                if config.simulation_noise:
+                    warnings.simplefilter("ignore", NonSecureRandomnessWarning)
+                silo_ledger = (
+                    os.path.join(staging, "ledger_silo.sqlite") if args.silo_users else None
+                )
+                trainer = Trainer(
+                    split,
+                    feats,
+                    config,
+                    silo_ledger_path=silo_ledger,
+                    context=_context(args, ratings, split),
+                )
+                ledger = open_ledger(os.path.join(staging, "ledger.sqlite"), trainer)
+                trainer.ledger = ledger
+                started = time.perf_counter()
+                try:
+                    result = _train_with_progress(
+                        trainer, quiet=args.quiet, stop=stop, done=completed
+                    )
+                    stop.check()
+                    seconds = time.perf_counter() - started
+                    extra: dict[str, Any] = {"data": ratings.label, "model_reason": model_reason}
+                    if not args.no_baselines:
+                        extra["baselines"] = _baselines(split, config, result.final)
+                    stop.check()
+                except (TrainingInterrupted, KeyboardInterrupt) as exc:
+                    name = exc.signal_name if isinstance(exc, TrainingInterrupted) else "SIGINT"
+                    ledger.close()
+                    return _write_partial(args, staging, out_dir, completed, ratings, name)
+            ledger.close()
+            result.report_card["duplicate_rows_dropped"] = ratings.duplicates_dropped
+            result.report_card["model_choice"] = model_reason
+            _write_metrics(os.path.join(staging, "metrics.csv"), result.records)
+            _plot(
+                os.path.join(staging, "training.png"),
+                result.records,
+                _plot_title(ratings, config),
+                extra.get("baselines"),
             )
-            ledger = open_ledger(os.path.join(staging, "ledger.sqlite"), trainer)
-            trainer.ledger = ledger
-            started = time.perf_counter()
-            try:
-                result = _train_with_progress(trainer, quiet=args.quiet, stop=stop, done=completed)
-                stop.check()
-                seconds = time.perf_counter() - started
-                extra: dict[str, Any] = {"data": ratings.label, "model_reason": model_reason}
-                if not args.no_baselines:
-                    extra["baselines"] = _baselines(split, config, result.final)
-                stop.check()
-            except (TrainingInterrupted, KeyboardInterrupt) as exc:
-                name = exc.signal_name if isinstance(exc, TrainingInterrupted) else "SIGINT"
-                ledger.close()
-                return _write_partial(args, staging, out_dir, completed, ratings, name)
-        ledger.close()
-        result.report_card["duplicate_rows_dropped"] = ratings.duplicates_dropped
-        result.report_card["model_choice"] = model_reason
-        _write_metrics(os.path.join(staging, "metrics.csv"), result.records)
-        _plot(
-            os.path.join(staging, "training.png"),
-            result.records,
-            _plot_title(ratings, config),
-            extra.get("baselines"),
-        )
-        summary = {
-            "command": "privagg train " + " ".join(sys.argv[2:]),
-            "data": ratings.label,
-            "synthetic": ratings.synthetic,
-            "config": {k: v for k, v in vars(args).items() if k != "func"},
-            "report_card": result.report_card,
-            "final": result.final.summary(),
-            "per_user_ranks": result.final.ranks.tolist(),
-            "budget_plan": vars(result.plan) if hasattr(result.plan, "__dict__") else {},
-            "seconds": seconds,
-            "seconds_per_release": seconds / max(1, len(result.records)),
-            **{k: v for k, v in extra.items() if k not in ("data", "model_reason")},
-        }
-        with open(os.path.join(staging, "summary.json"), "w", encoding="utf-8") as fh:
-            json.dump(_jsonable(summary), fh, indent=2, sort_keys=True)
-        _move_into(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            summary = {
+                "command": "privagg train " + " ".join(sys.argv[2:]),
+                "data": ratings.label,
+                "synthetic": ratings.synthetic,
+                "config": {k: v for k, v in vars(args).items() if k != "func"},
+                "report_card": result.report_card,
+                "final": result.final.summary(),
+                "per_user_ranks": result.final.ranks.tolist(),
+                "budget_plan": vars(result.plan) if hasattr(result.plan, "__dict__") else {},
+                "seconds": seconds,
+                "seconds_per_release": seconds / max(1, len(result.records)),
+                **{k: v for k, v in extra.items() if k not in ("data", "model_reason")},
+            }
+            with open(os.path.join(staging, "summary.json"), "w", encoding="utf-8") as fh:
+                json.dump(_jsonable(summary), fh, indent=2, sort_keys=True)
+            _move_into(staging, out_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     for line in report_card_lines(result.report_card, extra):
         print(line)
     print(f"wrote {out_dir}/metrics.csv, ledger.sqlite, summary.json, training.png")
