@@ -109,14 +109,16 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
 _RST_ROLE = re.compile(r":[a-z]+(?::[a-z]+)?:`~?([^`<]+?)(?:\s*<[^>]+>)?`")
 _RST_LITERAL = re.compile(r"``([^`]+)``")
 _RST_STRONG = re.compile(r"\*\*([^*]+)\*\*")
+_RST_LITERAL_BLOCK = re.compile(r"::$", re.MULTILINE)  # "text::" introduces a code block
 
 
 def plain_text(text: str | None) -> str | None:
-    """Help text without reStructuredText markup (``x``, :class:`x`, **x**)."""
+    """Help text without reStructuredText markup (``x``, :class:`x`, **x**, "text::")."""
     if text is None:
         return None
     text = _RST_ROLE.sub(lambda m: m.group(1).split(".")[-1], text)
     text = _RST_LITERAL.sub(r"\1", text)
+    text = _RST_LITERAL_BLOCK.sub(":", text)
     return _RST_STRONG.sub(r"\1", text)
 
 

@@ -395,6 +395,7 @@ def test_every_command_registers_with_the_listed_help_and_no_rst_markup() -> Non
         assert listed[name] == cli.plain_text(help_text), name
         text = sub.choices[name].format_help()
         assert "``" not in text and ":class:" not in text and ":func:" not in text, name
+        assert not [line for line in text.splitlines() if line.endswith("::")], name
     attack = sub.choices["attack"].format_help()
     assert "SYNTHETIC" in attack and "one-run audit (Steinke" not in attack
 
