@@ -17,13 +17,14 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 
-# torch first, pinned, so nothing later resolves a multi-GB CUDA build.
+# What `make demo` and the deployment quick start of the README need: the core and the
+# `net` extra (grpcio). No torch: only the `silo` extra (--silo-users) uses it.
 $(STAMP_RUN): pyproject.toml | $(PY)
-	$(PIP) install -q $(TORCH_PIN)
-	$(PIP) install -q -e .
+	$(PIP) install -q -e '.[net]'
 	rm -f $(VENV)/.stamp-run-*
 	touch $@
 
+# torch first, pinned (CPU wheel), so the dev extra never resolves a multi-GB CUDA build.
 $(STAMP_DEV): pyproject.toml | $(PY)
 	$(PIP) install -q $(TORCH_PIN)
 	$(PIP) install -q -e '.[dev]'

@@ -49,13 +49,14 @@ def _f(value: Any) -> float:
 
 
 def _stats(values: Sequence[float]) -> tuple[float, float, float]:
-    """Mean and a 95 % t-interval over seeds (the interval collapses for one seed)."""
+    """Mean and a 95 % t-interval over seeds; one seed has no interval (nan bounds), never
+    a zero-width one that would read as certainty."""
     arr = np.asarray([v for v in values if math.isfinite(v)], dtype=np.float64)
     if arr.size == 0:
         return math.nan, math.nan, math.nan
     mean = float(arr.mean())
     if arr.size < 2:
-        return mean, mean, mean
+        return mean, math.nan, math.nan
     half = _t95(arr.size) * float(arr.std(ddof=1)) / math.sqrt(arr.size)
     return mean, mean - half, mean + half
 
@@ -147,7 +148,8 @@ def plot_tradeoff(rows: Sequence[dict[str, Any]], path: str, metric: str = "hr10
         if nonpriv:
             a = nonpriv[0]
             ax.axhline(a["mean"], color="k", lw=1.2, label="non-private model (ε = ∞)")
-            ax.axhspan(a["lo"], a["hi"], color="k", alpha=0.08)
+            if math.isfinite(a["lo"]) and math.isfinite(a["hi"]):
+                ax.axhspan(a["lo"], a["hi"], color="k", alpha=0.08)
             ax.plot([inf_x], [a["mean"]], "k*", ms=10)
         pops = [a["popularity_hr10"] for a in mine if math.isfinite(a["popularity_hr10"])]
         if pops and metric == "hr10":
@@ -203,6 +205,23 @@ def _num(x: float, fmt: str = ".4f") -> str:
     return format(x, fmt)
 
 
+def _interval(a: dict[str, Any]) -> str:
+    if not (math.isfinite(a["lo"]) and math.isfinite(a["hi"])):
+        return "(1 seed: no interval)" if a["seeds"] < 2 else "[–]"
+    return f"[{_num(a['lo'])}, {_num(a['hi'])}]"
+
+
+def _rounded(value: Any, fmt: str = ".3f") -> str:
+    """A report number, rounded; '' and None stay empty, text stays text."""
+    if value is None or value == "":
+        return "–"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return _num(number, fmt)
+
+
 def main_table(rows: Sequence[dict[str, Any]], dataset: str) -> list[str]:
     """The markdown table of one dataset: HR@10 mean [95 % CI] per configuration and ε."""
     lines = [
@@ -217,7 +236,7 @@ def main_table(rows: Sequence[dict[str, Any]], dataset: str) -> list[str]:
             f"| {a['privacy']} | {a['secagg']} | {a['dropout']:g} | {a['cohort']} | "
             f"{_num(a['epsilon_target'], 'g')} | {_num(a['epsilon_spent'], '.3f')} | "
             f"{a['seeds']} | "
-            f"{_num(a['mean'])} [{_num(a['lo'])}, {_num(a['hi'])}] | {_num(a['ndcg10'])} | "
+            f"{_num(a['mean'])} {_interval(a)} | {_num(a['ndcg10'])} | "
             f"{_num(a['dp_popularity_hr10'])} | {_num(a['seconds_per_round'], '.2f')} | "
             f"{_num(a['bytes_up_per_round'] / 1e6, '.2f')} | "
             f"{'OK' if a['ledger_ok'] else 'FAIL'} |"
@@ -368,11 +387,12 @@ def write_report(
         lines.append(
             f"| {r['cell']} | {card.get('model', r.get('model', ''))} | "
             f"{card.get('accountant', '')} | {card.get('mechanism', '')} | "
-            f"{card.get('epsilon', r.get('epsilon_spent'))} / {card.get('epsilon_target', '')} | "
-            f"{card.get('delta', '')} | {card.get('releases', r.get('releases'))} | "
+            f"{_rounded(card.get('epsilon', r.get('epsilon_spent')))} / "
+            f"{_rounded(card.get('epsilon_target'), 'g')} | "
+            f"{_rounded(card.get('delta'), 'g')} | {card.get('releases', r.get('releases'))} | "
             f"{_fmtz(card.get('popularity_noise_multiplier'))} / "
             f"{_fmtz(card.get('round_noise_multiplier'))} | {check} | "
-            f"{r.get('ledger_final_epsilon')} |"
+            f"{_rounded(r.get('ledger_final_epsilon'))} |"
         )
     lines.append("")
     tmp = path + ".tmp"

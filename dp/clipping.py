@@ -79,7 +79,15 @@ def l2_norm(update: object) -> float:
 
 @dataclass(frozen=True)
 class ClipResult:
-    """A clipped update and what clipping did (``norm`` is the pre-clip L2 norm)."""
+    """What :func:`clip_l2` returns: the clipped update and what clipping did.
+
+    ``values``: the update after clipping (float64, the input's shape), with
+    ``‖values‖₂ ≤ clip_norm`` exactly, not only up to rounding. ``clip_norm``: the bound
+    applied. ``norm``: the L2 norm of the update *before* clipping (``inf`` if it
+    overflows float64). ``scale``: the factor applied, in (0, 1]; 1.0 when the update was
+    already inside the ball. ``clipped``: whether it was scaled down (``scale < 1``), e.g.
+    to count the clipped fraction for adaptive clipping.
+    """
 
     values: FloatArray
     clip_norm: float
@@ -104,8 +112,16 @@ def _check_clip_norm(clip_norm: float) -> float:
 def clip_l2(update: object, clip_norm: float) -> ClipResult:
     """Scale ``update`` so that its exact L2 norm is at most ``clip_norm`` (shape kept).
 
-    Updates already inside the ball (with a margin for rounding) are returned unchanged;
-    others are scaled by c·(1 − η)/‖u‖ with η above the rounding error of the norm.
+    Returns a :class:`ClipResult` (``.values`` is the clipped update; ``.norm``, ``.scale``
+    and ``.clipped`` say what clipping did). Updates already inside the ball (with a margin
+    for rounding) are returned unchanged; others are scaled by c·(1 − η)/‖u‖ with η above
+    the rounding error of the norm. NaN or Inf entries raise ``NonFiniteUpdateError``; a
+    clip norm that is not a finite positive number (≥ 1e-200) raises ``DPValueError``.
+
+    >>> import numpy as np
+    >>> r = clip_l2(np.array([3.0, 4.0]), clip_norm=1.0)
+    >>> r.norm, r.clipped, bool(np.linalg.norm(r.values) <= 1.0)
+    (5.0, True, True)
     """
     c = _check_clip_norm(clip_norm)
     values = as_float_update(update)

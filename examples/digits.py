@@ -6,7 +6,7 @@ model is trained four ways and evaluated on the same held-out test images:
 
 * federated, non-private (SecAgg+ only),
 * federated with distributed DP + SecAgg+ at ε = 8 and at ε = 1 (δ = 1e-5,
-  add-or-remove-one-client adjacency: a client's whole dataset is protected),
+  client-level zero-out adjacency: a client's whole dataset is protected),
 * central, non-federated training on the pooled training set (the reference).
 
 Run ``python examples/digits.py`` (needs the ``examples`` extra: scikit-learn); ``--seed``
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             "dropout": 0.1,
             "rounds": args.rounds,
             "delta": DELTA,
-            "neighbouring": "add-or-remove-one-client",
+            "neighbouring": "zero-out-one-client",
             "secure_noise": args.seed is None,
             "rows": rows,
         }

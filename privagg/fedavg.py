@@ -6,8 +6,10 @@ old parameters, flattened) is clipped to L2 ``clip_norm``, encoded with its own 
 share and hidden by SecAgg masks; the server only decodes the noisy sum of a cohort and
 takes the step ``server_lr · sum / expected cohort`` (DP-FedAvg with a fixed denominator,
 McMahan et al. 2018). The noise is calibrated so that all ``rounds`` rounds together stay
-within (ε, δ) under add-or-remove-one-client adjacency (a client's whole dataset is the
-unit of privacy).
+within (ε, δ) under client-level zero-out adjacency for distributed DP (a client's whole
+dataset is replaced by nothing while its own noise share stays in the sum: the relation the
+distributed-DP accountants prove, Kairouz-Liu-Steinke 2021), and under add-or-remove-one-
+client adjacency for central DP.
 
 The clients of one block are trained together with ``torch.func`` (``vmap`` of
 ``grad`` over clients, their datasets padded and masked), so there is no Python loop over
@@ -54,7 +56,7 @@ def _per_example_cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> 
 class FederatedResult:
     """The trained model (the same object, updated in place), every round, and the spend.
 
-    ``epsilon`` is an upper bound at ``delta`` under add-or-remove-one-client adjacency
+    ``epsilon`` is an upper bound at ``delta`` under the relation ``neighbouring`` names
     (``inf`` without DP); ``noise_multiplier`` is z (noise std z·clip_norm per coordinate
     of each round's sum).
     """
@@ -65,7 +67,7 @@ class FederatedResult:
     delta: float
     noise_multiplier: float
     privacy: str
-    neighbouring: str = "add-or-remove-one-client"
+    neighbouring: str = "zero-out-one-client"
 
 
 class _Clients:
@@ -253,4 +255,5 @@ def train(
     finally:
         if owned and book is not None:
             book.close()
-    return FederatedResult(model, tuple(records), spent, delta, z, privacy)
+    neighbouring = "add-or-remove-one-client" if privacy == "central" else "zero-out-one-client"
+    return FederatedResult(model, tuple(records), spent, delta, z, privacy, neighbouring)

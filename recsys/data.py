@@ -2,9 +2,12 @@
 
 Every loader returns a :class:`Ratings`: parallel arrays over interactions with users and
 items remapped densely to ``0..n-1`` (raw ids kept for display), plus **public** item
-metadata (genres, release year) when a metadata file sits beside the ratings. Parsing is
-strict: a malformed row is a :class:`~recsys.errors.DataFormatError` naming the file and the
-1-based line, never a silent skip.
+metadata (genres, release year) when a metadata file sits beside the ratings. The format of
+a ratings file is read from its content (delimiter, header row, 3 or 4 columns), never from
+its name. Parsing is strict: a malformed row is a :class:`~recsys.errors.DataFormatError`
+naming the file, the 1-based line and the cause, never a silent skip. Exact duplicate rows
+(same user, item, rating and timestamp) are dropped with a :class:`DuplicateRowsWarning`
+and counted in :attr:`Ratings.duplicates_dropped`.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import csv
 import math
 import os
 import re
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -25,7 +29,11 @@ from recsys.errors import ConfigError, DataFormatError, DataNotFoundError
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
 
-__all__ = ["Ratings", "load_ratings", "synthetic_ratings"]
+__all__ = ["DuplicateRowsWarning", "Ratings", "load_ratings", "synthetic_ratings"]
+
+
+class DuplicateRowsWarning(UserWarning):
+    """A ratings file repeats rows exactly; the repeats were dropped (counted in the data)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,7 +42,9 @@ class Ratings:
 
     ``item_genres`` (num_items × G, 0/1) and ``item_years`` (float, NaN when unknown) are
     public item metadata; ``synthetic`` is True for generated data, and ``source`` says
-    where the data came from (a path, or the generator's parameters).
+    where the data came from (a path, or the generator's parameters). ``has_timestamps`` is
+    False when the file had no timestamp column (every timestamp is then 0, and no temporal
+    split can be made); ``duplicates_dropped`` counts exact duplicate rows the loader dropped.
     """
 
     users: IntArray
@@ -51,6 +61,7 @@ class Ratings:
     item_genres: FloatArray | None = None
     genre_names: tuple[str, ...] = ()
     item_years: FloatArray | None = None
+    duplicates_dropped: int = 0
 
     def __post_init__(self) -> None:
         n = len(self.users)
@@ -82,7 +93,15 @@ class Ratings:
 
 # ----------------------------------------------------------------------------- parsing helpers
 
-_RatingRow = tuple[str, str, float, int]
+
+@dataclass
+class _Parsed:
+    users: list[str]
+    items: list[str]
+    ratings: list[float]
+    stamps: list[int]
+    linenos: list[int]
+    has_timestamps: bool
 
 
 def _parse_rows(
@@ -90,7 +109,8 @@ def _parse_rows(
     lines: Iterable[tuple[int, Sequence[str]]],
     *,
     need_timestamp: bool,
-) -> tuple[list[str], list[str], list[float], list[int], bool]:
+) -> _Parsed:
+    linenos: list[int] = []
     users: list[str] = []
     items: list[str] = []
     ratings: list[float] = []
@@ -130,9 +150,19 @@ def _parse_rows(
         items.append(item)
         ratings.append(rating)
         stamps.append(stamp)
+        linenos.append(lineno)
     if not users:
         raise DataFormatError(path, None, "no ratings found")
-    return users, items, ratings, stamps, has_ts
+    return _Parsed(users, items, ratings, stamps, linenos, has_ts)
+
+
+def _read_ratings_text(path: str) -> list[str]:
+    """Ratings files are UTF-8 or (MovieLens 100K/1M) Latin-1; ids decode the same in both."""
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            return fh.read().splitlines()
+    except UnicodeDecodeError:
+        return _read_lines(path, "latin-1")
 
 
 def _read_lines(path: str, encoding: str) -> list[str]:
@@ -267,57 +297,147 @@ def _genre_table(
 # ----------------------------------------------------------------------------- public loader
 
 
-def _detect(path: str) -> tuple[str, str]:
-    """Return (format, ratings file) for a file or a folder."""
+# Delimiters tried on a ratings file, in order of preference when several fit equally well;
+# None is any run of whitespace.
+_DELIMITERS: tuple[str | None, ...] = ("::", "\t", ",", ";", "|", None)
+_DELIMITER_NAMES = {"::": "'::'", "\t": "tab", ",": "','", ";": "';'", "|": "'|'", None: "spaces"}
+_SNIFF_LINES = 50
+# Files whose MovieLens layout always has a timestamp column (ratings.csv: when found in a
+# MovieLens folder, where it also has a header; a ratings.csv given directly is generic).
+_TIMESTAMPED_NAMES = ("u.data", "ratings.dat", "ratings.csv")
+
+
+def _find_ratings_file(path: str) -> str:
+    """The ratings file of a path: the path itself, or a MovieLens file inside a folder."""
     if os.path.isdir(path):
-        for name, fmt in (("u.data", "ml100k"), ("ratings.dat", "ml1m"), ("ratings.csv", "mlcsv")):
+        for name in ("u.data", "ratings.dat", "ratings.csv"):
             candidate = os.path.join(path, name)
             if os.path.isfile(candidate):
-                return fmt, candidate
+                return candidate
         raise DataNotFoundError(f"{path}: no u.data, ratings.dat or ratings.csv in this folder")
     if not os.path.isfile(path):
         raise DataNotFoundError(f"{path}: no such file")
-    base = os.path.basename(path)
-    if base == "u.data" or base.endswith(".base") or base.endswith(".test"):
-        return "ml100k", path
-    if base.endswith(".dat"):
-        return "ml1m", path
-    return "csv", path
+    return path
+
+
+def _splitter(delimiter: str | None) -> Callable[[str], list[str]]:
+    if delimiter is None:
+        return str.split
+    return lambda line: line.split(delimiter)
+
+
+def _sniff_delimiter(path: str, lines: list[str]) -> str | None:
+    """The delimiter under which the first lines split alike into 3 or 4 fields.
+
+    Each candidate is scored by how many of the first non-empty lines split into as many
+    fields as the first one (which must give 3 or 4, or 3 for a header row); the best score
+    wins, ties go to the earlier candidate. A bad row further down then fails on its own
+    line with its own cause instead of making the whole file unreadable.
+    """
+    sample = [line for line in lines[: _SNIFF_LINES * 2] if line.strip()][:_SNIFF_LINES]
+    if not sample:
+        raise DataFormatError(path, None, "no ratings found")
+    best: tuple[int, str | None] | None = None
+    for delimiter in _DELIMITERS:
+        if delimiter is not None and delimiter not in sample[0]:
+            continue
+        split = _splitter(delimiter)
+        width = len(split(sample[0]))
+        if width not in (3, 4):
+            continue
+        score = sum(len(split(line)) == width for line in sample)
+        if best is None or score > best[0]:
+            best = (score, delimiter)
+    if best is None:
+        first = next(k for k, line in enumerate(lines) if line.strip())
+        raise DataFormatError(
+            path,
+            first + 1,
+            "cannot read a rating here: expected user, item, rating and optionally a "
+            "timestamp, separated by tabs, '::', ',', ';', '|' or spaces",
+        )
+    return best[1]
+
+
+def _drop_exact_duplicates(
+    path: str,
+    users: IntArray,
+    items: IntArray,
+    ratings: FloatArray,
+    stamps: IntArray,
+    linenos: list[int],
+) -> tuple[IntArray, int]:
+    """Indices of the rows to keep (first occurrences, in file order) and the number dropped."""
+    table = np.stack(
+        [users.astype(np.float64), items.astype(np.float64), ratings, stamps.astype(np.float64)]
+    )
+    _, first = np.unique(table, axis=1, return_index=True)
+    keep = np.sort(first)
+    dropped = len(users) - len(keep)
+    if dropped:
+        repeated = np.setdiff1d(np.arange(len(users)), keep)
+        warnings.warn(
+            f"{path}: dropped {dropped} exact duplicate row(s) (same user, item, rating and "
+            f"timestamp), the first on line {linenos[int(repeated[0])]}",
+            DuplicateRowsWarning,
+            stacklevel=3,
+        )
+    return keep.astype(np.int64), dropped
 
 
 def load_ratings(path: str | os.PathLike[str]) -> Ratings:
-    """Load a ratings file or folder, autodetecting the format.
+    """Load a ratings file or folder; the format is read from the file's content.
 
-    Folders: MovieLens 100K (``u.data``, tab-separated), 1M/10M (``ratings.dat``,
-    ``::``-separated) or latest/20M/25M (``ratings.csv`` with a header). Files: those, or a
-    generic CSV ``user,item,rating[,timestamp]`` (an optional header row is recognised by
-    its column names). Public metadata beside the ratings (``u.item``, ``movies.dat``,
-    ``movies.csv``) is attached when present. Ids are remapped densely; any malformed row
-    raises :class:`DataFormatError` with the file and line.
+    Folders: MovieLens 100K (``u.data``), 1M/10M (``ratings.dat``) or latest/20M/25M
+    (``ratings.csv``). Files of any name: rows ``user, item, rating[, timestamp]`` separated
+    by tabs, ``::``, commas (CSV quoting honoured), semicolons, ``|`` or spaces, detected from
+    the first lines; an optional header row is recognised by its column names. Public metadata
+    beside the ratings (``u.item``, ``movies.dat``, ``movies.csv``) is attached when present.
+    Ids are remapped densely; any malformed row raises :class:`DataFormatError` with the file,
+    the line and the cause; exact duplicate rows are dropped with a
+    :class:`DuplicateRowsWarning` and counted in ``duplicates_dropped``.
     """
     path = os.fspath(path)
-    fmt, rpath = _detect(path)
+    rpath = _find_ratings_file(path)
+    from_folder = os.path.isdir(path)
     folder = os.path.dirname(rpath)
-    if fmt == "ml100k":
-        lines = _read_lines(rpath, "latin-1")
-        rows = _split_lines(rpath, lines, lambda s: s.split("\t"))
-        parsed = _parse_rows(rpath, rows, need_timestamp=True)
-    elif fmt == "ml1m":
-        lines = _read_lines(rpath, "latin-1")
-        rows = _split_lines(rpath, lines, lambda s: s.split("::"))
-        parsed = _parse_rows(rpath, rows, need_timestamp=True)
-    else:
-        lines = _read_lines(rpath, "utf-8")
-        start = 0
+    base = os.path.basename(rpath)
+    lines = _read_ratings_text(rpath)
+    delimiter = _sniff_delimiter(rpath, lines)
+    rows: Iterable[tuple[int, list[str]]]
+    if delimiter == ",":
         first = next(iter(_csv_rows(rpath, lines, 0)), None)
-        if first is not None and _looks_like_header(first[1]):
-            start = first[0]
-        elif fmt == "mlcsv":
-            raise DataFormatError(rpath, 1, "ratings.csv must start with a header row")
-        parsed = _parse_rows(rpath, _csv_rows(rpath, lines, start), need_timestamp=fmt == "mlcsv")
-    raw_users, raw_items, ratings, stamps, has_ts = parsed
+    else:
+        first = next(iter(_split_lines(rpath, lines, _splitter(delimiter))), None)
+    start = 0
+    if first is not None and _looks_like_header(first[1]):
+        start = first[0]
+    elif from_folder and base == "ratings.csv":  # MovieLens latest/20M/25M always have one
+        raise DataFormatError(rpath, 1, "ratings.csv must start with a header row")
+    if delimiter == ",":
+        rows = _csv_rows(rpath, lines, start)
+    else:
+        rows = _split_lines(rpath, lines, _splitter(delimiter), start)
+    timestamped = base.endswith((".base", ".test")) or (
+        base in _TIMESTAMPED_NAMES and (from_folder or base != "ratings.csv")
+    )
+    parsed = _parse_rows(rpath, rows, need_timestamp=timestamped)
+    raw_users, raw_items = parsed.users, parsed.items
+    ratings, stamps, has_ts = parsed.ratings, parsed.stamps, parsed.has_timestamps
     users, user_ids = _dense(raw_users)
     items, item_ids = _dense(raw_items)
+    rating_arr = np.asarray(ratings, dtype=np.float64)
+    stamp_arr = np.asarray(stamps, dtype=np.int64)
+    keep, duplicates = _drop_exact_duplicates(
+        rpath, users, items, rating_arr, stamp_arr, parsed.linenos
+    )
+    if duplicates:  # a repeat never holds a user's or item's only row: ids stay dense
+        users, items, rating_arr, stamp_arr = (
+            users[keep],
+            items[keep],
+            rating_arr[keep],
+            stamp_arr[keep],
+        )
     num_items = len(item_ids)
     item_index = {v: k for k, v in enumerate(item_ids.tolist())}
 
@@ -327,9 +447,10 @@ def load_ratings(path: str | os.PathLike[str]) -> Ratings:
     u_item = os.path.join(folder, "u.item")
     movies_dat = os.path.join(folder, "movies.dat")
     movies_csv = os.path.join(folder, "movies.csv")
-    if fmt == "ml100k" and os.path.isfile(u_item):
+    # the metadata beside the ratings, whichever MovieLens release wrote it
+    if os.path.isfile(u_item):
         genres, names, years = _load_u_item(u_item, item_index, num_items)
-    elif fmt == "ml1m" and os.path.isfile(movies_dat):
+    elif os.path.isfile(movies_dat):
         mlines = _read_lines(movies_dat, "latin-1")
         genres, names, years = _genre_table(
             movies_dat,
@@ -337,7 +458,7 @@ def load_ratings(path: str | os.PathLike[str]) -> Ratings:
             item_index,
             num_items,
         )
-    elif fmt in ("mlcsv", "csv") and os.path.isfile(movies_csv):
+    elif os.path.isfile(movies_csv):
         mlines = _read_lines(movies_csv, "utf-8")
         genres, names, years = _genre_table(
             movies_csv, _csv_rows(movies_csv, mlines, 1), item_index, num_items
@@ -345,8 +466,8 @@ def load_ratings(path: str | os.PathLike[str]) -> Ratings:
     return Ratings(
         users=users,
         items=items,
-        ratings=np.asarray(ratings, dtype=np.float64),
-        timestamps=np.asarray(stamps, dtype=np.int64),
+        ratings=rating_arr,
+        timestamps=stamp_arr,
         num_users=len(user_ids),
         num_items=num_items,
         source=rpath,
@@ -357,6 +478,7 @@ def load_ratings(path: str | os.PathLike[str]) -> Ratings:
         item_genres=genres,
         genre_names=names,
         item_years=years,
+        duplicates_dropped=duplicates,
     )
 
 

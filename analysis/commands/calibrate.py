@@ -4,16 +4,19 @@ Give a target ε and δ plus two of --noise-multiplier, --sampling-rate, --steps
 solves for the third: the smallest noise multiplier, the largest sampling rate (cohort size
 = rate × population) or the largest number of rounds whose ε does not exceed the target.
 Answers never overshoot: the returned setting's ε was computed and is ≤ the target.
+Impossible requests are refused (exit 2): a target that not even one round meets, a cohort
+of less than one device, a population below 1. A warning says when δ ≥ 1/N.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from typing import Any
 
-import dp
+from analysis.commands.epsilon import check_steps, overflow_error
 from dp.errors import DPValueError
 
 
@@ -50,6 +53,26 @@ def run(args: argparse.Namespace) -> int:
             "(the third is solved for)"
         )
     solve = missing[0]
+    if args.steps is not None:
+        check_steps(args.steps)
+    if args.population is not None and args.population < 1:
+        raise DPValueError(f"--population must be at least 1, got {args.population}")
+    if args.population is not None and args.delta > 0 and args.delta * args.population >= 1:
+        print(
+            f"privagg calibrate: warning: δ = {args.delta:g} ≥ 1/N = 1/{args.population}: a "
+            "mechanism may then reveal one user's data outright with probability δ; choose "
+            "δ ≪ 1/N",
+            file=sys.stderr,
+        )
+    try:
+        return _solve(args, solve, given)
+    except OverflowError as exc:
+        raise overflow_error(exc) from None
+
+
+def _solve(args: argparse.Namespace, solve: str, given: dict[str, float | int | None]) -> int:
+    import dp
+
     common = {
         "delta": args.delta,
         "target_epsilon": args.target_epsilon,
@@ -71,6 +94,19 @@ def run(args: argparse.Namespace) -> int:
             noise_multiplier=args.noise_multiplier, sampling_rate=args.sampling_rate, **common
         )
         given["steps"] = value
+        if value < 1:
+            one = dp.epsilon(
+                noise_multiplier=args.noise_multiplier,
+                sampling_rate=args.sampling_rate,
+                steps=1,
+                delta=args.delta,
+                accountant=args.accountant,
+            )
+            raise DPValueError(
+                f"no number of rounds meets ε ≤ {args.target_epsilon:g}: one round already "
+                f"spends ε = {one:.4g} at δ = {args.delta:g}; raise --noise-multiplier or "
+                "lower --sampling-rate"
+            )
     seconds = time.perf_counter() - start
     achieved = 0.0
     if given["steps"] and given["sampling_rate"] and given["noise_multiplier"]:
@@ -86,6 +122,13 @@ def run(args: argparse.Namespace) -> int:
         if args.population is None or given["sampling_rate"] is None
         else float(given["sampling_rate"]) * args.population
     )
+    if cohort is not None and cohort < 1:
+        raise DPValueError(
+            f"the sampling rate that meets ε ≤ {args.target_epsilon:g} is "
+            f"{float(given['sampling_rate'] or 0):.3g}: an expected cohort of {cohort:.3g} of "
+            f"{args.population} devices, less than one; raise --noise-multiplier or lower "
+            "--steps"
+        )
     if args.json:
         out = {
             "solved_for": solve,

@@ -1,8 +1,10 @@
 """``privagg epsilon``: ε of a Poisson-subsampled Gaussian mechanism, instantly.
 
 q is the per-round sampling rate (clients per round / population, or batch / dataset),
-T the number of rounds (steps), Z the noise multiplier (noise std / L2 clip). The default
-PLD accountant prints a certified bracket [ε_lower, ε_upper]; ε_upper is the guarantee.
+T the number of rounds (steps, 1 to 10^9), Z the noise multiplier (noise std / L2 clip).
+The default PLD accountant prints a certified bracket [ε_lower, ε_upper]; ε_upper is the
+guarantee, under add/remove-one adjacency (one user's or one record's data, whichever the
+sampled unit is).
 """
 
 from __future__ import annotations
@@ -12,7 +14,26 @@ import json
 import time
 from typing import Any
 
-import dp
+from dp.errors import DPValueError
+
+# The accountants are exact well beyond any training run; past 10^9 steps the PLD
+# discretisation overflows floating point, so the CLI states its limit instead.
+MAX_STEPS = 10**9
+
+
+def check_steps(steps: int, flag: str = "--steps") -> None:
+    """Refuse a step count the accountants cannot answer (one line, exit 2)."""
+    if steps < 1:
+        raise DPValueError(f"{flag} must be at least 1, got {steps}")
+    if steps > MAX_STEPS:
+        raise DPValueError(f"{flag} {steps} exceeds the supported limit of 10^9 steps")
+
+
+def overflow_error(exc: OverflowError) -> DPValueError:
+    return DPValueError(
+        f"the accountant overflowed at these settings ({exc}); the supported range is "
+        "1 to 10^9 steps"
+    )
 
 
 def register(subparsers: Any) -> None:
@@ -34,14 +55,20 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import dp
+
+    check_steps(args.steps)
     start = time.perf_counter()
-    bracket = dp.epsilon_bracket(
-        noise_multiplier=args.noise_multiplier,
-        sampling_rate=args.sampling_rate,
-        steps=args.steps,
-        delta=args.delta,
-        accountant=args.accountant,
-    )
+    try:
+        bracket = dp.epsilon_bracket(
+            noise_multiplier=args.noise_multiplier,
+            sampling_rate=args.sampling_rate,
+            steps=args.steps,
+            delta=args.delta,
+            accountant=args.accountant,
+        )
+    except OverflowError as exc:
+        raise overflow_error(exc) from None
     seconds = time.perf_counter() - start
     if args.json:
         print(

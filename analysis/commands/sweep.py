@@ -20,6 +20,7 @@ from typing import Any
 
 from analysis.audit_empirical import DistributedAudit
 from analysis.errors import AnalysisError, SweepError
+from analysis.outputs import fresh_out
 from analysis.report import plot_cost, plot_tradeoff, write_report
 from analysis.sweep import CellOutcome, Grid, cell_finished, run_grid, write_results
 
@@ -54,7 +55,11 @@ def register(subparsers: Any) -> None:
         default="",
         help="extra arguments passed to every privagg train run, e.g. '--rounds 3 --users 500'",
     )
-    p.add_argument("--out", required=True, help="output folder (results.csv, PNGs, report.md)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output folder: results.csv, PNGs, report.md (default: a fresh runs/sweep-<time>)",
+    )
     p.add_argument("--runs", default=None, help="per-cell run folders (default OUT/runs)")
     p.add_argument(
         "--audit-canaries",
@@ -299,6 +304,10 @@ def _run(args: argparse.Namespace) -> int:
     for ds in grid.datasets:
         if ds != "synthetic" and not os.path.exists(ds):
             raise SweepError(f"--data {ds}: no such file or folder")
+    if args.out is None:
+        if args.report_only:
+            raise SweepError("--report-only needs --out: the folder of the sweep to report")
+        args.out = fresh_out("sweep")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise SweepError(f"--out {args.out} exists and is not a folder")
     cells = grid.cells()

@@ -2,33 +2,45 @@
 
 Trains on the synthetic default (always labelled SYNTHETIC) or on a ratings file/folder
 (MovieLens 100K/1M/10M/20M/25M/latest or a generic CSV), evaluates with full-ranking
-HR@10/NDCG@10 on the temporal leave-last-out split, and writes into ``--out``:
-``metrics.csv`` (per release: ε so far, HR@10, NDCG@10, seconds, bytes), ``ledger.sqlite``
-(every release's privacy event and how it was made, signed with the server key of
-``--signing-key``, by default one kept outside ``--out`` in the user's configuration folder;
-the last lines print its fingerprint and the line to publish for ``privagg audit``),
-``summary.json`` (configuration, privacy report card, final metrics with bootstrap
-intervals, baselines) and ``training.png`` (metric and ε over rounds). Bad arguments give
-one line and exit code 2 before anything is written; files are written to a temporary
-folder and moved into place only when training succeeded.
+HR@10/NDCG@10 on the temporal leave-last-out split (a file without timestamps is refused),
+and writes into --out (default: a fresh runs/train-<time>): metrics.csv (per release: ε
+so far, HR@10, NDCG@10, seconds, bytes), ledger.sqlite (every release's privacy event and
+how it was made, signed with the key of --signing-key, by default one kept outside --out in
+the user's configuration folder; the last lines print its fingerprint and the line to
+publish for privagg audit),
+summary.json (configuration, privacy report card, final metrics with bootstrap intervals,
+baselines) and training.png (metric and ε per release beside the baselines). Progress
+shows ε spent and HR@10 after every release.
+
+Bad arguments give one line and exit code 2 before anything is written, and so does an
+option that would be ignored (e.g. --epsilon with --privacy none). Files are written to a
+temporary folder and moved into place when training ends. Ctrl-C or SIGTERM stops after
+the release in progress (a second one stops at once): the ledger of every release made,
+their metrics and a summary marked "interrupted" are written, the temporary folder is
+removed, and the exit code is 130 (SIGINT) or 143 (SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import json
 import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
 
+from analysis.outputs import fresh_out
 from dp.ledger import ADJACENCIES
 from dp.ledger.keys import DEFAULT_KEY_NAME, LedgerKey, resolve_signing_key
 from dp.rng import NonSecureRandomnessWarning
@@ -41,7 +53,7 @@ from recsys.context import (
 )
 from recsys.data import Ratings, load_ratings, synthetic_ratings
 from recsys.devices import DEVICE_PROFILES, DeviceConfig
-from recsys.errors import ConfigError
+from recsys.errors import ConfigError, DataNotFoundError
 from recsys.features import item_features
 from recsys.federated import FCFConfig, FeatureModelConfig
 from recsys.metrics import RankingReport, evaluate_ranking, paired_test
@@ -49,6 +61,7 @@ from recsys.recommender import (
     MODEL_KINDS,
     RESIDUAL_MIN_USERS,
     ModelConfig,
+    ModelKind,
     choose_model_kind,
     choose_residual_schedule,
 )
@@ -80,13 +93,20 @@ def register(subparsers: Any) -> None:
         "--data", default="synthetic", help="'synthetic' (default) or a ratings file/folder"
     )
     p.add_argument("--privacy", choices=PRIVACY_MODES, default="distributed")
-    p.add_argument("--epsilon", type=float, default=8.0, help="target ε (8)")
-    p.add_argument("--delta", type=float, default=1e-4, help="target δ (1e-4)")
+    p.add_argument("--epsilon", type=float, default=None, help="target ε (8; not with none)")
+    p.add_argument(
+        "--delta",
+        type=float,
+        default=None,
+        help="target δ (1e-4; not with none); a warning when δ ≥ 1/users",
+    )
     p.add_argument(
         "--rounds",
         type=int,
         default=None,
-        help="FCF rounds after the popularity release (15 without DP, 5 with DP)",
+        help="FCF rounds after the popularity release (15 without DP, 5 with DP); given "
+        "explicitly, always run: with --model auto it adds the FCF residual, with a "
+        "one-release --model it is refused",
     )
     p.add_argument(
         "--cohort",
@@ -101,31 +121,33 @@ def register(subparsers: Any) -> None:
         help="cohort sampling: uniform Poisson (default) or stratified Poisson over private "
         "on-device clusters (one DP cluster-size release; needs --cohort)",
     )
-    p.add_argument("--clusters", type=int, default=8, help="clusters of the stratified sampler (8)")
+    p.add_argument(
+        "--clusters", type=int, default=None, help="clusters of the stratified sampler (8)"
+    )
     p.add_argument(
         "--allocation",
         type=float,
-        default=0.5,
+        default=None,
         help="stratified: cluster s gets a cohort share proportional to size^a; 1 = uniform, "
         "0 = equal per cluster (0.5)",
     )
     p.add_argument(
         "--max-boost",
         type=float,
-        default=2.0,
+        default=None,
         help="stratified: cap of every cluster's rate, in multiples of cohort/population; "
         "ε is accounted at this worst-case rate (2)",
     )
     p.add_argument(
         "--cluster-share",
         type=float,
-        default=0.05,
+        default=None,
         help="stratified: share of ε the cluster-size release would spend alone (0.05)",
     )
     p.add_argument("--secagg", choices=SECAGG_MODES, default="plus")
     p.add_argument("--dropout", type=float, default=0.1, help="dropout rate per round (0.1)")
     p.add_argument("--seed", type=int, default=0, help="simulation seed (data, dropouts)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", default=None, help="output folder (default: a fresh runs/train-<time>)")
     p.add_argument(
         "--model",
         choices=("auto", *MODEL_KINDS),
@@ -176,12 +198,12 @@ def register(subparsers: Any) -> None:
         "offline devices and those missing --deadline are SecAgg dropouts (replaces --dropout)",
     )
     p.add_argument(
-        "--deadline", type=float, default=10.0, help="simulated round deadline, seconds (10)"
+        "--deadline", type=float, default=None, help="simulated round deadline, seconds (10)"
     )
     p.add_argument(
         "--availability",
         type=float,
-        default=0.7,
+        default=None,
         help="mean fraction of the day a simulated device is online (0.7)",
     )
     p.add_argument(
@@ -199,8 +221,8 @@ def register(subparsers: Any) -> None:
         default="test",
         help="evaluate on the test item or the validation item (for tuning)",
     )
-    p.add_argument("--users", type=int, default=SYNTHETIC_USERS, help="synthetic users")
-    p.add_argument("--items", type=int, default=SYNTHETIC_ITEMS, help="synthetic items")
+    p.add_argument("--users", type=int, default=None, help=f"synthetic users ({SYNTHETIC_USERS})")
+    p.add_argument("--items", type=int, default=None, help=f"synthetic items ({SYNTHETIC_ITEMS})")
     p.add_argument(
         "--silo-users",
         type=int,
@@ -208,8 +230,10 @@ def register(subparsers: Any) -> None:
         help="a silo (one organization) holds these users' logs and trains with Opacus "
         "DP-SGD (record-level DP, its own ledger); its item factors warm-start FCF (0 = off)",
     )
-    p.add_argument("--silo-noise", type=float, default=1.0, help="silo DP-SGD noise multiplier")
-    p.add_argument("--silo-epochs", type=int, default=2, help="silo DP-SGD epochs")
+    p.add_argument(
+        "--silo-noise", type=float, default=None, help="silo DP-SGD noise multiplier (1)"
+    )
+    p.add_argument("--silo-epochs", type=int, default=None, help="silo DP-SGD epochs (2)")
     p.add_argument("--no-baselines", action="store_true", help="skip the baselines")
     p.add_argument(
         "--simulation-noise",
@@ -254,15 +278,68 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
+# Options that only mean something under another option: (dest, default), the condition,
+# and the option that gives them a meaning. Given without it they would be ignored, which
+# is an error (a silently ignored setting is a wrong answer the user never sees).
+_CONDITIONAL_OPTIONS: tuple[
+    tuple[tuple[tuple[str, float | int], ...], Callable[[argparse.Namespace], bool], str], ...
+] = (
+    (
+        (("epsilon", 8.0), ("delta", 1e-4)),
+        lambda a: a.privacy != "none",
+        "--privacy distributed or central (--privacy none trains without DP: ε = ∞)",
+    ),
+    (
+        (("clusters", 8), ("allocation", 0.5), ("max_boost", 2.0), ("cluster_share", 0.05)),
+        lambda a: a.sampler == "stratified",
+        "--sampler stratified",
+    ),
+    (
+        (("deadline", 10.0), ("availability", 0.7)),
+        lambda a: a.devices != "off",
+        "--devices (the device simulator)",
+    ),
+    (
+        (("users", SYNTHETIC_USERS), ("items", SYNTHETIC_ITEMS)),
+        lambda a: a.data == "synthetic",
+        "--data synthetic (a ratings file has its own users and items)",
+    ),
+    (
+        (("silo_noise", 1.0), ("silo_epochs", 2)),
+        lambda a: a.silo_users > 0,
+        "--silo-users N",
+    ),
+)
+
+
+def _fill_conditional_defaults(args: argparse.Namespace) -> None:
+    """Refuse options that would be ignored; fill the unset ones with their defaults."""
+    for options, applies, needs in _CONDITIONAL_OPTIONS:
+        given = [dest for dest, _ in options if getattr(args, dest) is not None]
+        if given and not applies(args):
+            flags = ", ".join("--" + dest.replace("_", "-") for dest in given)
+            verb = "applies" if len(given) == 1 else "apply"
+            raise ConfigError(f"{flags} only {verb} with {needs}; it would be ignored")
+        for dest, default in options:
+            if getattr(args, dest) is None:
+                setattr(args, dest, default)
+
+
 def _apply_residual_schedule(args: argparse.Namespace) -> None:
     """Fill the FCF settings left unset with the schedule of the privacy mode."""
     schedule = choose_residual_schedule(args.privacy)
+    if not hasattr(args, "rounds_given"):
+        args.rounds_given = args.rounds is not None
     if args.rounds is None:
         args.rounds = schedule.rounds
     if args.dim is None:
         args.dim = schedule.dim
     if args.residual_weight is None:
         args.residual_weight = schedule.residual_weight
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -273,6 +350,11 @@ def _check_args(args: argparse.Namespace) -> None:
             raise ConfigError(f"--delta must lie in (0, 1), got {args.delta}")
     if args.silo_users < 0 or args.silo_users == 1:
         raise ConfigError("--silo-users must be 0 or at least 2")
+    if args.silo_users and not all(_installed(m) for m in ("torch", "opacus")):
+        raise ConfigError(
+            "--silo-users needs the 'silo' extra (torch, opacus): "
+            "pip install torch==2.13.0 'privagg[silo]'"
+        )
     if args.rounds < 0:
         raise ConfigError("--rounds must be non-negative")
     if args.executor is not None and (args.privacy != "distributed" or args.secagg == "off"):
@@ -293,6 +375,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--deadline must be positive, got {args.deadline}")
     if not 0 < args.availability <= 1:
         raise ConfigError(f"--availability must lie in (0, 1], got {args.availability}")
+    if args.out is None:
+        args.out = fresh_out("train")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise ConfigError(f"--out {args.out} exists and is not a folder")
 
@@ -316,6 +400,39 @@ def _load(args: argparse.Namespace) -> Ratings:
     return load_ratings(args.data)
 
 
+def _model_kind(args: argparse.Namespace, num_users: int) -> tuple[ModelKind, str]:
+    """The model to train and why; an explicit ``--rounds`` is never silently ignored.
+
+    ``auto`` picks the one-release popfeat model under DP below RESIDUAL_MIN_USERS users;
+    an explicit ``--rounds R > 0`` then adds the FCF residual (R rounds, as asked). A
+    one-release ``--model`` given with ``--rounds R > 0`` is refused: the rounds would
+    not run.
+    """
+    asked = bool(getattr(args, "rounds_given", False)) and args.rounds > 0
+    if args.model != "auto":
+        if asked and args.model == "popfeat":
+            raise ConfigError(
+                f"--rounds {args.rounds} would be ignored: --model popfeat is one popularity "
+                "release with no FCF rounds; drop --rounds or use --model popfeat+fcf"
+            )
+        return args.model, "chosen with --model"
+    kind = choose_model_kind(args.privacy, num_users)
+    if kind == "popfeat+fcf":
+        why = "no DP" if args.privacy == "none" else f"{num_users} >= {RESIDUAL_MIN_USERS} users"
+        return kind, f"auto: popfeat + FCF residual ({why})"
+    if asked:
+        return "popfeat+fcf", (
+            f"auto with --rounds {args.rounds}: popfeat + FCF residual as asked (without "
+            f"--rounds, auto trains one popularity release under DP below "
+            f"{RESIDUAL_MIN_USERS} users, where the residual was measured to lower HR@10)"
+        )
+    return kind, (
+        f"auto: one popularity release, no FCF rounds (under DP with {num_users} < "
+        f"{RESIDUAL_MIN_USERS} users the residual was measured to lower HR@10; "
+        "--rounds R adds it)"
+    )
+
+
 def _configs(args: argparse.Namespace, num_users: int) -> TrainConfig:
     fcf = FCFConfig(
         dim=args.dim,
@@ -325,7 +442,7 @@ def _configs(args: argparse.Namespace, num_users: int) -> TrainConfig:
         residual_weight=args.residual_weight,
         active_items=args.active_items if args.active_items > 0 and args.model != "fcf" else None,
     )
-    kind = choose_model_kind(args.privacy, num_users) if args.model == "auto" else args.model
+    kind, _ = _model_kind(args, num_users)
     model = ModelConfig(kind=kind, cap=args.cap, features=FeatureModelConfig(), fcf=fcf)
     return TrainConfig(
         privacy=args.privacy,
@@ -456,26 +573,72 @@ def _write_metrics(path: str, records: tuple[RoundRecord, ...]) -> None:
             )
 
 
-def _plot(path: str, records: tuple[RoundRecord, ...], title: str) -> None:
+def _plot(
+    path: str,
+    records: tuple[RoundRecord, ...],
+    title: str,
+    baselines: dict[str, Any] | None = None,
+) -> None:
+    """``training.png``: HR@10/NDCG@10 and ε spent per release, baselines as dashed lines;
+    a run with one evaluated release has no curve, so it gets bars beside the baselines."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rounds = [r.round for r in records if r.hr is not None]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(rounds, [r.hr for r in records if r.hr is not None], "o-", label="HR@10")
-    ax.plot(rounds, [r.ndcg for r in records if r.ndcg is not None], "s-", label="NDCG@10")
-    ax.set_xlabel("release (round)")
-    ax.set_ylabel("full-ranking metric")
-    ax2 = ax.twinx()
-    eps = [r.epsilon if math.isfinite(r.epsilon) else np.nan for r in records]
-    ax2.plot([r.round for r in records], eps, "k--", label="ε so far")
-    ax2.set_ylabel("ε so far")
-    lines = ax.get_legend_handles_labels()
-    lines2 = ax2.get_legend_handles_labels()
-    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="lower right")
-    ax.set_title(title, fontsize=9)
+    evaluated = [r for r in records if r.hr is not None]
+    fig, ax = plt.subplots(figsize=(7.5, 4.5 if len(evaluated) <= 1 else 5.5))
+    if len(evaluated) <= 1:
+        names = ["trained model", *(baselines or {})]
+        first = evaluated[0].hr if evaluated else None
+        values = [float("nan") if first is None else first]
+        values += [float(v["HR@10"]) for v in (baselines or {}).values()]
+        colors = ["tab:blue"] + ["tab:gray"] * (len(names) - 1)
+        y = np.arange(len(names))
+        ax.barh(y, values, color=colors)
+        for k, v in enumerate(values):
+            if math.isfinite(v):
+                ax.text(v, k, f" {v:.3f}", va="center", fontsize=8)
+        ax.set_yticks(y, [textwrap.fill(n, 28) for n in names], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("HR@10 (full ranking, temporal leave-last-out)")
+        spent = records[-1].epsilon if records else float("nan")
+        tasks = ", ".join(sorted({r.task for r in records})) or "none"
+        ax.set_title(
+            textwrap.fill(
+                f"{title} | {len(records)} release(s) ({tasks}), ε spent {spent:.3g}", 80
+            ),
+            fontsize=9,
+        )
+    else:
+        rounds = [r.round for r in evaluated]
+        ax.plot(rounds, [r.hr for r in evaluated], "o-", label="HR@10 (trained)")
+        ax.plot(rounds, [r.ndcg for r in evaluated], "s-", label="NDCG@10 (trained)")
+        for k, (name, vals) in enumerate((baselines or {}).items()):
+            ax.axhline(
+                float(vals["HR@10"]), color=f"C{k + 3}", ls=":", lw=1.2, label=f"HR@10 {name}"
+            )
+        ax.set_xlabel("release (1 = popularity, then FCF rounds)")
+        ax.set_ylabel("full-ranking metric")
+        ax.set_xticks(rounds if len(rounds) <= 20 else ax.get_xticks())
+        ax2 = ax.twinx()
+        eps = [r.epsilon if math.isfinite(r.epsilon) else np.nan for r in records]
+        ax2.plot([r.round for r in records], eps, "k--", label="ε spent")
+        ax2.set_ylabel("ε spent (upper bound)")
+        ax2.set_ylim(bottom=0)
+        lines = ax.get_legend_handles_labels()
+        lines2 = ax2.get_legend_handles_labels()
+        ax.legend(
+            lines[0] + lines2[0],
+            lines[1] + lines2[1],
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.16),
+            ncol=2,
+            fontsize=7,
+        )
+        ax.set_title(textwrap.fill(title, 80), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -543,6 +706,12 @@ def report_card_lines(card: dict[str, Any], extra: dict[str, Any]) -> list[str]:
             f"simulated time {dev['simulated_seconds_total']:.1f} s"
             + (f" (round max {max(rounds):.1f} s)" if rounds else ""),
         )
+    if card.get("model_choice"):
+        extra_lines.append(f"  model         {card['model']}: {card['model_choice']}")
+    if card.get("duplicate_rows_dropped"):
+        extra_lines.append(
+            f"  data checks   {card['duplicate_rows_dropped']} exact duplicate rows dropped"
+        )
     ctx = card.get("on_device_context")
     if ctx:
         extra_lines.append("  context       on device only: " + "; ".join(ctx["used_on_device"]))
@@ -553,12 +722,90 @@ def report_card_lines(card: dict[str, Any], extra: dict[str, Any]) -> list[str]:
     return lines
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM arrived; raised between releases, after the ledger recorded one.
+    A KeyboardInterrupt, so no ``except Exception`` on the way can swallow it, and one that
+    escapes is the CLI's one-line "interrupted"."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+        self.exit_code = _EXIT_CODES.get(signal_name, 130)
+
+
+_EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}  # 128 + the signal number, as shells report
+
+
+class _StopRequests:
+    """SIGINT/SIGTERM during training: the first asks to stop after the release in progress
+    (the ledger then holds exactly the releases made), a second stops at once."""
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopRequests:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.requested is not None:  # the second request: stop now
+            raise TrainingInterrupted(name)
+        self.requested = name
+        print(
+            f"\nprivagg train: {name}: stopping after the current release "
+            "(send it again to stop at once)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def check(self) -> None:
+        if self.requested is not None:
+            raise TrainingInterrupted(self.requested)
+
+
+def _warn(message: str) -> None:
+    print(f"privagg train: warning: {message}", file=sys.stderr)
+
+
+def _check_data(args: argparse.Namespace, ratings: Ratings) -> None:
+    if not ratings.has_timestamps:
+        raise ConfigError(
+            f"{ratings.source} has no timestamp column: the temporal leave-last-out split "
+            "needs one (rows user,item,rating,timestamp); without it the 'last' item would "
+            "be the file's order, not time"
+        )
+    if args.privacy != "none" and args.delta * ratings.num_users >= 1:
+        _warn(
+            f"δ = {args.delta:g} ≥ 1/N = 1/{ratings.num_users}: a mechanism may then reveal "
+            "one user's data outright with probability δ; choose δ ≪ 1/N"
+        )
+
+
+def _move_into(staging: str, out_dir: str) -> None:
+    os.makedirs(out_dir, exist_ok=True)
+    for name in os.listdir(staging):
+        os.replace(os.path.join(staging, name), os.path.join(out_dir, name))
+
+
 def run(args: argparse.Namespace) -> int:
-    """Validate, train, and write the outputs atomically."""
+    """Validate, train, and write the outputs atomically (partial ones when interrupted)."""
+    if args.data != "synthetic" and not os.path.exists(args.data):  # the first thing to fix
+        raise DataNotFoundError(f"{args.data}: no such file or folder")
+    _fill_conditional_defaults(args)
     _apply_residual_schedule(args)
     _check_args(args)
     ratings = _load(args)
+    _check_data(args, ratings)
     config = _configs(args, ratings.num_users)
+    _, model_reason = _model_kind(args, ratings.num_users)
     split = leave_last_out(ratings, args.holdout)
     if config.cohort is not None and config.cohort > ratings.num_users:
         raise ConfigError(
@@ -568,62 +815,76 @@ def run(args: argparse.Namespace) -> int:
     out_dir = os.path.abspath(args.out)
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".privagg-train-", dir=parent)
-    try:
-        with warnings.catch_warnings():
-            if config.simulation_noise:
-                warnings.simplefilter("ignore", NonSecureRandomnessWarning)
-            silo_ledger = os.path.join(staging, "ledger_silo.sqlite") if args.silo_users else None
-            trainer = Trainer(
-                split,
-                feats,
-                config,
-                silo_ledger_path=silo_ledger,
-                context=_context(args, ratings, split),
+    # signals are handled from before the temporary folder exists until it is removed
+    with _StopRequests() as stop:
+        staging = tempfile.mkdtemp(prefix=".privagg-train-", dir=parent)
+        completed: list[RoundRecord] = []
+        try:
+            with warnings.catch_warnings():
+                if config.simulation_noise:
+                    warnings.simplefilter("ignore", NonSecureRandomnessWarning)
+                silo_ledger = (
+                    os.path.join(staging, "ledger_silo.sqlite") if args.silo_users else None
+                )
+                trainer = Trainer(
+                    split,
+                    feats,
+                    config,
+                    silo_ledger_path=silo_ledger,
+                    context=_context(args, ratings, split),
+                )
+                # after every argument and plan check: a refused run leaves no key behind
+                signer = None if args.unsigned else resolve_signing_key(args.signing_key, out_dir)
+                ledger = open_ledger(
+                    os.path.join(staging, "ledger.sqlite"),
+                    trainer,
+                    signing_key=None if signer is None else signer.key,
+                )
+                trainer.ledger = ledger
+                started = time.perf_counter()
+                try:
+                    result = _train_with_progress(
+                        trainer, quiet=args.quiet, stop=stop, done=completed
+                    )
+                    stop.check()
+                    seconds = time.perf_counter() - started
+                    extra: dict[str, Any] = {"data": ratings.label, "model_reason": model_reason}
+                    if not args.no_baselines:
+                        extra["baselines"] = _baselines(split, config, result.final)
+                    stop.check()
+                except (TrainingInterrupted, KeyboardInterrupt) as exc:
+                    name = exc.signal_name if isinstance(exc, TrainingInterrupted) else "SIGINT"
+                    ledger.close()
+                    return _write_partial(args, staging, out_dir, completed, ratings, name)
+            published = ledger.publish_line()
+            ledger.close()
+            result.report_card["duplicate_rows_dropped"] = ratings.duplicates_dropped
+            result.report_card["model_choice"] = model_reason
+            _write_metrics(os.path.join(staging, "metrics.csv"), result.records)
+            _plot(
+                os.path.join(staging, "training.png"),
+                result.records,
+                _plot_title(ratings, config),
+                extra.get("baselines"),
             )
-            # after every argument and plan check: a refused run leaves no key behind
-            signer = None if args.unsigned else resolve_signing_key(args.signing_key, out_dir)
-            ledger = open_ledger(
-                os.path.join(staging, "ledger.sqlite"),
-                trainer,
-                signing_key=None if signer is None else signer.key,
-            )
-            trainer.ledger = ledger
-            started = time.perf_counter()
-            result = _train_with_progress(trainer, quiet=args.quiet)
-            seconds = time.perf_counter() - started
-            extra: dict[str, Any] = {"data": ratings.label}
-            if not args.no_baselines:
-                extra["baselines"] = _baselines(split, config, result.final)
-        published = ledger.publish_line()
-        ledger.close()
-        _write_metrics(os.path.join(staging, "metrics.csv"), result.records)
-        _plot(
-            os.path.join(staging, "training.png"),
-            result.records,
-            f"{ratings.label[:80]} | {config.privacy}, "
-            + ("no DP (ε = ∞)" if config.privacy == "none" else f"ε={config.epsilon:g}"),
-        )
-        summary = {
-            "command": "privagg train " + " ".join(sys.argv[2:]),
-            "data": ratings.label,
-            "synthetic": ratings.synthetic,
-            "config": {k: v for k, v in vars(args).items() if k != "func"},
-            "report_card": result.report_card,
-            "final": result.final.summary(),
-            "per_user_ranks": result.final.ranks.tolist(),
-            "budget_plan": vars(result.plan) if hasattr(result.plan, "__dict__") else {},
-            "seconds": seconds,
-            "seconds_per_release": seconds / max(1, len(result.records)),
-            **{k: v for k, v in extra.items() if k != "data"},
-        }
-        with open(os.path.join(staging, "summary.json"), "w", encoding="utf-8") as fh:
-            json.dump(_jsonable(summary), fh, indent=2, sort_keys=True)
-        os.makedirs(out_dir, exist_ok=True)
-        for name in os.listdir(staging):
-            os.replace(os.path.join(staging, name), os.path.join(out_dir, name))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            summary = {
+                "command": "privagg train " + " ".join(sys.argv[2:]),
+                "data": ratings.label,
+                "synthetic": ratings.synthetic,
+                "config": {k: v for k, v in vars(args).items() if k != "func"},
+                "report_card": result.report_card,
+                "final": result.final.summary(),
+                "per_user_ranks": result.final.ranks.tolist(),
+                "budget_plan": vars(result.plan) if hasattr(result.plan, "__dict__") else {},
+                "seconds": seconds,
+                "seconds_per_release": seconds / max(1, len(result.records)),
+                **{k: v for k, v in extra.items() if k not in ("data", "model_reason")},
+            }
+            with open(os.path.join(staging, "summary.json"), "w", encoding="utf-8") as fh:
+                json.dump(_jsonable(summary), fh, indent=2, sort_keys=True)
+            _move_into(staging, out_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     for line in report_card_lines(result.report_card, extra):
         print(line)
     print(f"wrote {out_dir}/metrics.csv, ledger.sqlite, summary.json, training.png")
@@ -643,22 +904,108 @@ def _ledger_key_line(signer: LedgerKey | None) -> str:
     )
 
 
-def _train_with_progress(trainer: Trainer, *, quiet: bool) -> Any:
+def _write_partial(
+    args: argparse.Namespace,
+    staging: str,
+    out_dir: str,
+    records: list[RoundRecord],
+    ratings: Ratings,
+    signal_name: str,
+) -> int:
+    """What an interrupted run made: its ledger (every release made is in it), the metrics
+    of the completed releases, their plot and a summary marked ``interrupted``."""
+    done = tuple(records)
+    _write_metrics(os.path.join(staging, "metrics.csv"), done)
+    if done:
+        _plot(
+            os.path.join(staging, "training.png"), done, f"INTERRUPTED after {len(done)} release(s)"
+        )
+    else:
+        stale = os.path.join(out_dir, "training.png")  # ours, from an earlier run here
+        if os.path.isfile(stale):
+            os.remove(stale)
+    eps = done[-1].epsilon if done else 0.0
+    summary = {
+        "command": "privagg train " + " ".join(sys.argv[2:]),
+        "data": ratings.label,
+        "synthetic": ratings.synthetic,
+        "config": {k: v for k, v in vars(args).items() if k != "func"},
+        "interrupted": signal_name,
+        "completed_releases": len(done),
+        "epsilon_spent": eps,
+    }
+    with open(os.path.join(staging, "summary.json"), "w", encoding="utf-8") as fh:
+        json.dump(_jsonable(summary), fh, indent=2, sort_keys=True)
+    _move_into(staging, out_dir)
+    print(
+        f"privagg train: interrupted ({signal_name}) after {len(done)} release(s), ε spent "
+        f"{eps:.3g}; partial results and the ledger of every release made are in {out_dir}",
+        file=sys.stderr,
+    )
+    return _EXIT_CODES.get(signal_name, 130)
+
+
+def _plot_title(ratings: Ratings, config: TrainConfig) -> str:
+    privacy = (
+        "no DP (ε = ∞)"
+        if config.privacy == "none"
+        else f"{config.privacy} DP, ε = {config.epsilon:g}, δ = {config.delta:g}"
+    )
+    what = "SYNTHETIC" if ratings.synthetic else os.path.basename(ratings.source)
+    return f"{what}: {ratings.num_users} users, {ratings.num_items} items | {privacy}"
+
+
+# A run whose estimated duration exceeds this prints its estimate before going on.
+_LONG_RUN_SECONDS = 120.0
+
+
+def _train_with_progress(
+    trainer: Trainer, *, quiet: bool, stop: _StopRequests, done: list[RoundRecord]
+) -> Any:
+    """Run with a progress bar (a terminal) or one line per release (a log), showing ε spent
+    and the metric; after the first FCF round, a run estimated to take long says so."""
     from tqdm import tqdm
 
-    total = sum(r for _, r in trainer.releases())
-    bar = tqdm(total=total, desc="privagg train", unit="round", disable=quiet, file=sys.stderr)
+    releases = trainer.releases()
+    total = sum(r for _, r in releases)
+    fcf_rounds = sum(r for task, r in releases if task.name == "fcf")
+    tty = sys.stderr.isatty()
+    bar = tqdm(total=total, desc="privagg train", unit="round", disable=quiet or not tty)
     last = {"hr": float("nan")}
+    # a log gets about 20 lines, whatever the number of releases
+    every = max(1, math.ceil(total / 20))
 
     def progress(rec: RoundRecord, _total: int) -> None:
+        done.append(rec)
         if rec.hr is not None:
             last["hr"] = rec.hr
-        bar.set_postfix_str(
-            f"round {rec.round} ({rec.task}) ε={rec.epsilon:.3g} HR@10={last['hr']:.4f}"
-        )
+        status = f"release {rec.round}/{total} ({rec.task}) ε = {rec.epsilon:.3g}"
+        status += f" HR@10 = {last['hr']:.4f}"
+        bar.set_postfix_str(status.split(") ", 1)[1])
         bar.update(1)
+        if not quiet and not tty and (rec.round % every == 0 or rec.round == total):
+            print(f"  {status}  ({rec.seconds:.1f} s)", file=sys.stderr, flush=True)
+        if rec.task == "fcf" and sum(r.task == "fcf" for r in done) == 1:
+            left = (fcf_rounds - 1) * rec.seconds
+            if left > _LONG_RUN_SECONDS:
+                print(
+                    f"privagg train: pre-flight estimate: {_duration(left)} for the "
+                    f"{fcf_rounds - 1} FCF rounds left ({rec.seconds:.2f} s per round here); "
+                    "Ctrl-C stops after the current release and keeps the partial results",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        stop.check()
 
     try:
         return trainer.run(progress)
     finally:
         bar.close()
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

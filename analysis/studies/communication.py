@@ -72,12 +72,19 @@ def load_population(quick: bool) -> tuple[Ratings, str]:
 
 
 def mean_se(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and standard error of the mean (0 for a single value)."""
+    """Mean and standard error of the mean (nan for a single value: one seed has none)."""
     arr = np.asarray(values, dtype=np.float64)
     if arr.size == 0:
         return math.nan, math.nan
-    se = float(arr.std(ddof=1) / math.sqrt(arr.size)) if arr.size > 1 else 0.0
+    se = float(arr.std(ddof=1) / math.sqrt(arr.size)) if arr.size > 1 else math.nan
     return float(arr.mean()), se
+
+
+def plus_minus(mean: float, spread: float, fmt: str = ".4f") -> str:
+    """``mean ± spread`` for a report; a spread one seed cannot give is said, not shown as 0."""
+    if not math.isfinite(spread):
+        return f"{mean:{fmt}} (1 seed)"
+    return f"{mean:{fmt}} ± {spread:{fmt}}"
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -251,7 +258,8 @@ def run(out_dir: str | os.PathLike[str], *, quick: bool = False) -> dict[str, An
         s["packed_ratio_vs_default"] = base["bytes_total"] / s["bytes_total_if_packed"]
         # "the same HR@10 within one standard error": not lower than the default by more
         # than one SE (a variant that scores higher is not a loss)
-        s["hr_within_1se"] = s["hr10"] >= base["hr10"] - max(base["hr10_se"], s["hr10_se"])
+        spread = max((x for x in (base["hr10_se"], s["hr10_se"]) if math.isfinite(x)), default=0.0)
+        s["hr_within_1se"] = s["hr10"] >= base["hr10"] - spread
         s["meets_goal"] = bool(s["hr_within_1se"] and s["bytes_ratio_vs_default"] >= 2.0)
     n = ratings.num_users
     # the first release's vector (the popularity counts under the auto model's DP kind)
@@ -345,7 +353,7 @@ def _report(
         "|---|---|---|---|---|---|---|---|---|",
     ]
     lines.extend(
-        f"| {s['variant']} | {s['hr10']:.4f} ± {s['hr10_se']:.4f} | {s['ndcg10']:.4f} | "
+        f"| {s['variant']} | {plus_minus(s['hr10'], s['hr10_se'])} | {s['ndcg10']:.4f} | "
         f"{s['bytes_per_client_round']:,.0f} | {s['bytes_total'] / 1e6:.1f} | "
         f"{s['bytes_ratio_vs_default']:.2f} | {s['bytes_total_if_packed'] / 1e6:.1f} "
         f"({s['packed_ratio_vs_default']:.2f}x) | {'yes' if s['hr_within_1se'] else 'no'} | "

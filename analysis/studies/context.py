@@ -37,7 +37,13 @@ from typing import Any
 
 import numpy as np
 
-from analysis.studies.communication import ML100K, load_population, mean_se, write_csv
+from analysis.studies.communication import (
+    ML100K,
+    load_population,
+    mean_se,
+    plus_minus,
+    write_csv,
+)
 from recsys.context import (
     ContextConfig,
     OnDeviceContext,
@@ -217,7 +223,7 @@ def _report(
         lift = "—" if s["variant"] == "none" else f"{s['lift_hr10']:+.4f}"
         p = "—" if s["variant"] == "none" else f"{s['paired_p']:.3g}"
         lines.append(
-            f"| {s['epsilon']:g} | {s['variant']} | {s['hr10']:.4f} ± {s['hr10_se_seeds']:.4f} | "
+            f"| {s['epsilon']:g} | {s['variant']} | {plus_minus(s['hr10'], s['hr10_se_seeds'])} | "
             f"{s['ndcg10']:.4f} | {lift} | {p} |"
         )
 

@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from analysis.studies.communication import plus_minus
 from dp.accounting import make_accountant
 from dp.events import DiscreteGaussianEvent, GaussianEvent, PoissonSampledEvent, SelfComposedEvent
 from dp.rng import NonSecureRandomnessWarning
@@ -356,7 +357,9 @@ def run(out_dir: str | os.PathLike[str], *, quick: bool = False) -> dict[str, An
                         "speedup_mean_curve": _speedup(base_curve_rtt, curve_rtt),
                         "gap_in_standard_errors": (converged - target) / se,
                         "final_hr10_mean": float(np.mean(finals)),
-                        "final_hr10_sd": float(np.std(finals, ddof=1)) if len(finals) > 1 else 0.0,
+                        "final_hr10_sd": float(np.std(finals, ddof=1))
+                        if len(finals) > 1
+                        else math.nan,
                         "round_noise_multiplier": float(
                             np.mean([res["round_noise"] for res in results[sampler.label]])
                         ),
@@ -494,7 +497,7 @@ def _report(
             f"{_fmt(s['speedup_vs_uniform'], 3) or '–'} | "
             f"{_fmt(s['rounds_to_target_mean_curve'], 3) or 'not reached'} "
             f"({_fmt(s['speedup_mean_curve'], 3) or '–'}) | "
-            f"{s['final_hr10_mean']:.4f} ± {s['final_hr10_sd']:.4f} | "
+            f"{plus_minus(s['final_hr10_mean'], s['final_hr10_sd'])} | "
             f"{s['round_noise_multiplier']:.3g} | {s['accounting_rate']:.3g} | "
             f"{s['mean_cohort']:.1f} |"
         )

@@ -56,7 +56,9 @@ def _opacus_rdp() -> ModuleType:
     the ordinary import.
     """
     spec = importlib.util.find_spec("opacus")
-    if spec is not None and spec.submodule_search_locations:
+    if spec is None:  # the core install has no opacus (torch): dp_accounting's analysis
+        return _DPAccountingRdp()
+    if spec.submodule_search_locations:
         path = Path(next(iter(spec.submodule_search_locations))) / "accountants/analysis/rdp.py"
         mod_spec = importlib.util.spec_from_file_location("_privagg_opacus_rdp", path)
         if mod_spec is not None and mod_spec.loader is not None and path.exists():
@@ -68,6 +70,36 @@ def _opacus_rdp() -> ModuleType:
 
     loaded: ModuleType = fallback  # pragma: no cover
     return loaded  # pragma: no cover
+
+
+class _DPAccountingRdp(ModuleType):
+    """Opacus' ``compute_rdp`` face over dp_accounting's Poisson-subsampled Gaussian RDP
+    (the same analysis, Mironov et al. 2019), used when opacus is not installed. Where its
+    fractional-order series does not converge it returns inf for that order (never a
+    smaller bound), so its ε is Opacus' or slightly above (7.32933 vs 7.32911 at q = 0.04,
+    z = 1.5, T = 2250, δ = 1e-5); its convergence warnings are kept off the user's screen."""
+
+    def __init__(self) -> None:
+        super().__init__("_privagg_dp_accounting_rdp")
+
+    @staticmethod
+    def compute_rdp(
+        *, q: float, noise_multiplier: float, steps: int, orders: list[float]
+    ) -> FloatArray:
+        import logging
+
+        from dp_accounting.rdp import rdp_privacy_accountant
+
+        absl = logging.getLogger("absl")
+        level = absl.level
+        absl.setLevel(logging.ERROR)
+        try:
+            per_step = rdp_privacy_accountant._compute_rdp_poisson_subsampled_gaussian(
+                q, noise_multiplier, np.asarray(orders, dtype=np.float64)
+            )
+        finally:
+            absl.setLevel(level)
+        return np.asarray(per_step, dtype=np.float64) * steps
 
 
 def sampled_gaussian_rdp(

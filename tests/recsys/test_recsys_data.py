@@ -181,3 +181,54 @@ def test_synthetic_rejects_bad_arguments() -> None:
         synthetic_ratings(10, 10, min_activity=10)
     with pytest.raises(ConfigError):
         synthetic_ratings(10, 10, min_activity=1)
+
+
+# ------------------------------------------------------------------ format from content (issue 19)
+
+
+def test_format_is_read_from_content_not_from_the_name(tmp_path: Path) -> None:
+    text = "10\t7\t5\t100\n3\t7\t4\t90\n10\t2\t1\t95\n"
+    as_u_data = load_ratings(_write(tmp_path / "u.data", text))
+    for name in ("renamed.tsv", "ratings.txt", "data.csv"):
+        r = load_ratings(_write(tmp_path / name, text))
+        assert r.has_timestamps
+        assert r.users.tolist() == as_u_data.users.tolist()
+        assert r.timestamps.tolist() == [100, 90, 95]
+    dat = load_ratings(_write(tmp_path / "x.csv", "1::20::5::978300760\n2::10::3::1\n"))
+    assert dat.ratings.tolist() == [5.0, 3.0]
+    semi = load_ratings(_write(tmp_path / "s.dat", "user;item;rating\na;b;4\nc;b;2\n"))
+    assert semi.user_ids.tolist() == ["a", "c"] and not semi.has_timestamps
+    spaces = load_ratings(_write(tmp_path / "w.txt", "1 2 3 4\n2  3  4  5\n"))
+    assert spaces.timestamps.tolist() == [4, 5]
+
+
+def test_bad_value_reports_its_own_line_and_cause(tmp_path: Path) -> None:
+    rows = [f"{u}\t{u + 1}\t4\t{100 + u}" for u in range(8)]
+    rows[4] = "4\t5\tfour\t104"
+    path = _write(tmp_path / "renamed.tsv", "\n".join(rows) + "\n")
+    with pytest.raises(DataFormatError) as info:
+        load_ratings(path)
+    assert info.value.line == 5
+    assert "rating 'four' is not a number" in str(info.value)
+    rows[4] = "4\t5\t4"
+    with pytest.raises(DataFormatError, match=r"renamed\.tsv:5: expected 4 fields"):
+        load_ratings(_write(tmp_path / "renamed.tsv", "\n".join(rows) + "\n"))
+
+
+def test_unreadable_first_line_names_the_accepted_layouts(tmp_path: Path) -> None:
+    with pytest.raises(DataFormatError, match=r"x\.txt:2: cannot read a rating.*tabs"):
+        load_ratings(_write(tmp_path / "x.txt", "\njust-one-field\n"))
+
+
+def test_exact_duplicate_rows_are_dropped_with_a_warning(tmp_path: Path) -> None:
+    from recsys.data import DuplicateRowsWarning
+
+    text = "1,2,5,10\n1,3,4,11\n1,2,5,10\n2,2,3,12\n1,2,5,10\n1,2,4,10\n"
+    with pytest.warns(DuplicateRowsWarning, match=r"dropped 2 exact duplicate.*line 3"):
+        r = load_ratings(_write(tmp_path / "dup.csv", text))
+    assert r.duplicates_dropped == 2
+    assert r.num_ratings == 4
+    # first occurrences kept in file order; a different rating is not an exact duplicate
+    assert r.ratings.tolist() == [5.0, 4.0, 3.0, 4.0]
+    clean = load_ratings(_write(tmp_path / "clean.csv", "1,2,5,10\n1,3,4,11\n"))
+    assert clean.duplicates_dropped == 0
