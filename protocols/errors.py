@@ -68,6 +68,9 @@ class AbortReason(enum.Enum):
     """A message arrived that the current protocol state does not accept."""
     RECONSTRUCTION_FAILED = "reconstruction_failed"
     """The server could not rebuild a secret consistently from the revealed shares."""
+    TOO_MANY_BAD_SHARES = "too_many_bad_shares"
+    """More shares of some secret were missing, malformed or wrong than the code corrects
+    (m usable shares correct up to floor((m - t) / 2) wrong ones); ``suspects`` names them."""
 
 
 class ProtocolAborted(ProtocolError):
@@ -75,6 +78,8 @@ class ProtocolAborted(ProtocolError):
 
     ``client_id`` names the client that aborted (``None`` for the server). When the round
     aborts before the unmasking stage no share of any secret has been revealed.
+    ``suspects`` names the clients the server holds responsible (e.g. the senders of bad
+    shares when too many of them arrived to decode), sorted.
     """
 
     def __init__(
@@ -84,20 +89,29 @@ class ProtocolAborted(ProtocolError):
         detail: str = "",
         *,
         client_id: int | None = None,
+        suspects: tuple[int, ...] = (),
     ) -> None:
         self.stage = stage
         self.reason = reason
         self.detail = detail
         self.client_id = client_id
+        self.suspects = tuple(sorted(suspects))
         who = "server" if client_id is None else f"client {client_id}"
         text = f"{who} aborted at stage {stage!r}: {reason.value}"
         super().__init__(f"{text} ({detail})" if detail else text)
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (_rebuild_aborted, (self.stage, self.reason, self.detail, self.client_id))
+        return (
+            _rebuild_aborted,
+            (self.stage, self.reason, self.detail, self.client_id, self.suspects),
+        )
 
 
 def _rebuild_aborted(
-    stage: str, reason: AbortReason, detail: str, client_id: int | None
+    stage: str,
+    reason: AbortReason,
+    detail: str,
+    client_id: int | None,
+    suspects: tuple[int, ...] = (),
 ) -> ProtocolAborted:
-    return ProtocolAborted(stage, reason, detail, client_id=client_id)
+    return ProtocolAborted(stage, reason, detail, client_id=client_id, suspects=suspects)

@@ -9,16 +9,28 @@ the unmasking stage reveals nothing.
 
 Masked inputs are summed into one accumulator as they arrive (memory O(d), not O(n·d)).
 Unmasking rebuilds the survivors' self-mask seeds and the dropped clients' masking keys
-with one batched :func:`secagg.shamir_combine_many` (shares answered by the same holders
-reuse one set of Lagrange coefficients) and subtracts every mask with
-:func:`secagg.add_masks` into that accumulator; nothing loops over coordinates in Python.
+from *every* share that arrived with one batched :func:`secagg.shamir_decode_many`
+(shares answered by the same holders reuse one parity check and one set of Lagrange
+coefficients) and subtracts every mask with :func:`secagg.add_masks` into that
+accumulator; nothing loops over coordinates in Python.
+
+Robust unmasking. The m shares of one secret form a Reed-Solomon word: a holder that
+reveals a malformed or well-formed but wrong share is named in a typed
+:class:`ShareFault`, added to :attr:`SecAggServer.faulty`, and the secret is still rebuilt
+as long as at most floor((m - t) / 2) of its shares are wrong. Shares of holders proven
+faulty on one secret are then ignored on every other (an erasure costs half an error).
+Only when some secret stays undecodable does the round abort, with
+:attr:`AbortReason.TOO_MANY_BAD_SHARES` and the suspects named; it never releases a sum
+rebuilt from unverified shares. Nothing here asks any client for more shares: the
+client-side rule "one share kind per peer" is untouched (docs/SECURITY.md).
 Late, duplicate or out-of-stage messages are ignored and never counted twice.
 """
 
 from __future__ import annotations
 
+import enum
 import hmac
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +39,7 @@ import numpy.typing as npt
 
 import secagg
 from protocols import binding
+from protocols.client import ShareKind
 from protocols.config import SecAggConfig, Stage
 from protocols.errors import AbortReason, ConfigError, DecodeError, ProtocolAborted, StateError
 from protocols.graph import GRAPH_SEED_BYTES, CommunicationGraph
@@ -47,7 +60,12 @@ from protocols.messages import (
     decode,
 )
 
-__all__ = ["AggregateOutput", "SecAggServer"]
+__all__ = ["AggregateOutput", "SecAggServer", "ShareFault", "ShareFaultCause"]
+
+SELF_MASK_SEED_BYTES = 32
+"""Length of the self-mask seed an honest client shares (``secagg.random_seed(32)``)."""
+MASKING_KEY_BYTES = 32
+"""Length of ``AgreementKey.private_bytes_for_sharing()``, the shared masking key."""
 
 _EXPECTED: dict[Stage, type[Message]] = {
     Stage.ADVERTISE: AdvertiseKeys,
@@ -58,16 +76,45 @@ _EXPECTED: dict[Stage, type[Message]] = {
 }
 
 
-def _first(item: tuple[int, bytes]) -> int:
-    return item[0]
+class ShareFaultCause(enum.Enum):
+    """Why a revealed share was not used."""
+
+    MALFORMED = "malformed"
+    """Not a well-formed share of that slot: bad encoding, or another x, threshold,
+    secret length or field."""
+    OFF_POLYNOMIAL = "off_polynomial"
+    """Well formed, but not on the polynomial that the other shares (a decodable
+    majority whose secret passed its integrity tag) determine."""
+
+
+@dataclass(frozen=True)
+class ShareFault:
+    """``holder`` revealed a bad share of ``owner``'s secret ``kind`` at unmasking."""
+
+    holder: int
+    owner: int
+    kind: ShareKind
+    cause: ShareFaultCause
 
 
 @dataclass(frozen=True, eq=False)
 class AggregateOutput:
-    """The unmasked sum mod 2^bits of the inputs of ``included`` (sorted ids)."""
+    """The unmasked sum mod 2^bits of the inputs of ``included`` (sorted ids).
+
+    ``share_faults`` lists every bad share that was corrected or ignored on the way (by
+    holder, owner and kind); their senders are in ``faulty_holders``. A faulty holder's
+    own masked input stays in the sum (it was summed before unmasking, and its self mask
+    is rebuilt from the other holders' shares).
+    """
 
     total: npt.NDArray[Any]
     included: tuple[int, ...]
+    share_faults: tuple[ShareFault, ...] = ()
+
+    @property
+    def faulty_holders(self) -> tuple[int, ...]:
+        """Sorted ids of the clients that revealed at least one bad share."""
+        return tuple(sorted({fault.holder for fault in self.share_faults}))
 
 
 class SecAggServer:
@@ -122,6 +169,7 @@ class SecAggServer:
         self.client_aborts: dict[int, ClientAbort] = {}
         self.ignored_messages = 0
         self.faulty: set[int] = set()
+        self.share_faults: tuple[ShareFault, ...] = ()
         self._keys: dict[int, AdvertiseKeys] = {}
         self._shares_out: dict[int, EncryptedShares] = {}
         self._u1: tuple[int, ...] = ()
@@ -404,51 +452,104 @@ class SecAggServer:
         assert isinstance(message, UnmaskShares)
         self._unmask_from[sender] = message
 
-    def _collect(
+    def _gather(
         self, owners: tuple[int, ...], responses: list[UnmaskShares], seeds: bool
-    ) -> list[list[secagg.Share]]:
-        """For each owner, t valid shares from its holders, lowest x first.
+    ) -> tuple[list[list[tuple[int, bytes]]], list[dict[int, int]]]:
+        """For each owner: every (x, share bytes) its holders revealed, and x -> holder.
 
-        Only as many shares as needed are parsed; a malformed share, or one whose x does
-        not match its holder, is skipped and the next holder's share is used instead.
+        A holder's x comes from the graph, not from the share: a share claiming another x
+        is malformed for this slot. Shares revealed by non-holders are ignored.
         """
-        t, graph = self.config.threshold, self.graph
-        raw: dict[int, list[tuple[int, bytes]]] = {o: [] for o in owners}
+        graph = self.graph
         full = graph.is_full
+        sets: dict[int, list[tuple[int, bytes]]] = {o: [] for o in owners}
+        holder_of: dict[int, dict[int, int]] = {o: {} for o in owners}
         for response in responses:
             holder = response.sender
             for owner, data in response.seed_shares if seeds else response.key_shares:
-                bucket = raw.get(owner)
+                bucket = sets.get(owner)
                 if bucket is None:
                     continue
-                if full:  # x = holder + 1 for everyone
-                    bucket.append((holder + 1, data))
-                else:
-                    x = graph.share_xs(owner).get(holder)
-                    if x is not None:  # shares from non-holders are ignored
-                        bucket.append((x, data))
-        sets = []
-        for owner in owners:
-            chosen: list[secagg.Share] = []
-            bucket = raw[owner]
-            bucket.sort(key=_first)
-            for x, data in bucket:
-                try:
-                    share = secagg.Share.from_bytes(data)
-                except secagg.ShareError:
-                    continue
-                if share.x == x and share.threshold == t:
-                    chosen.append(share)
-                    if len(chosen) == t:
-                        break
-            if len(chosen) < t:
+                x = holder + 1 if full else graph.share_xs(owner).get(holder)
+                if x is None or x in holder_of[owner]:
+                    continue  # not a holder of this owner, or a repeated entry
+                holder_of[owner][x] = holder
+                bucket.append((x, data))
+        return [sets[o] for o in owners], [holder_of[o] for o in owners]
+
+    def _reconstruct(
+        self,
+        owners: tuple[int, ...],
+        responses: list[UnmaskShares],
+        kind: ShareKind,
+        excluded: frozenset[int],
+    ) -> tuple[list[secagg.Reconstruction], list[ShareFault]]:
+        """Decode every owner's secret of ``kind``, ignoring the holders in ``excluded``."""
+        seeds = kind is ShareKind.SELF_MASK_SEED
+        sets, holder_of = self._gather(owners, responses, seeds)
+        if excluded:
+            sets = [
+                [(x, data) for x, data in items if holders[x] not in excluded]
+                for items, holders in zip(sets, holder_of, strict=True)
+            ]
+        results = secagg.shamir_decode_many(
+            sets,
+            threshold=self.config.threshold,
+            secret_length=SELF_MASK_SEED_BYTES if seeds else MASKING_KEY_BYTES,
+        )
+        faults = []
+        for owner, result, holders in zip(owners, results, holder_of, strict=True):
+            for x in result.malformed:
+                faults.append(ShareFault(holders[x], owner, kind, ShareFaultCause.MALFORMED))
+            for x in result.off_polynomial:
+                faults.append(
+                    ShareFault(holders[x], owner, kind, ShareFaultCause.OFF_POLYNOMIAL)
+                )
+        return results, faults
+
+    def _robust_secrets(
+        self, survivors: tuple[int, ...], dropped: tuple[int, ...], responses: list[UnmaskShares]
+    ) -> tuple[list[bytes], list[bytes]]:
+        """Self-mask seeds of ``survivors`` and masking keys of ``dropped``, or a typed abort.
+
+        A first pass decodes everything; if some secret is undecodable and other secrets
+        exposed faulty holders, a second pass ignores those holders' shares everywhere
+        (an erasure costs half an error) before giving up.
+        """
+        excluded: frozenset[int] = frozenset()
+        while True:
+            seed_results, seed_faults = self._reconstruct(
+                survivors, responses, ShareKind.SELF_MASK_SEED, excluded
+            )
+            key_results, key_faults = self._reconstruct(
+                dropped, responses, ShareKind.MASKING_KEY, excluded
+            )
+            faults = [*self.share_faults, *seed_faults, *key_faults]
+            self.share_faults = tuple(dict.fromkeys(faults))
+            proven = frozenset(fault.holder for fault in self.share_faults)
+            self.faulty |= proven
+            failed = [
+                owner
+                for owner, result in (
+                    *zip(survivors, seed_results, strict=True),
+                    *zip(dropped, key_results, strict=True),
+                )
+                if result.secret is None
+            ]
+            if not failed:
+                break
+            if proven <= excluded:
                 raise ProtocolAborted(
                     Stage.UNMASK.value,
-                    AbortReason.TOO_FEW_SURVIVORS,
-                    f"only {len(chosen)} of {t} valid shares of client {owner} arrived",
+                    AbortReason.TOO_MANY_BAD_SHARES,
+                    f"the secrets of clients {failed} cannot be decoded from the shares "
+                    f"that arrived; senders of bad shares: {sorted(proven)}",
+                    suspects=tuple(proven),
                 )
-            sets.append(chosen)
-        return sets
+            excluded = proven
+        seeds = [result.secret for result in seed_results]
+        keys = [result.secret for result in key_results]
+        return _all_bytes(seeds), _all_bytes(keys)
 
     def _close_unmask(self) -> None:
         assert self.session_id is not None
@@ -456,13 +557,7 @@ class SecAggServer:
         self._require(responders, Stage.UNMASK)
         responses = [self._unmask_from[c] for c in responders]
         bits, survivors, dropped = self.config.bits, self._u3, self._dropped
-        try:
-            seeds = secagg.shamir_combine_many(self._collect(survivors, responses, True))
-            keys = secagg.shamir_combine_many(self._collect(dropped, responses, False))
-        except secagg.ShareError as exc:
-            raise ProtocolAborted(
-                Stage.UNMASK.value, AbortReason.RECONSTRUCTION_FAILED, str(exc)
-            ) from None
+        seeds, keys = self._robust_secrets(survivors, dropped, responses)
         acc = self._acc
         assert acc is not None
         secagg.add_masks(acc, seeds, [-1] * len(seeds), bits=bits, domain=binding.SELF_MASK_DOMAIN)
@@ -500,5 +595,11 @@ class SecAggServer:
         if bits not in (32, 64):
             np.bitwise_and(acc, acc.dtype.type(secagg.ring_mask(bits)), out=acc)
         acc.flags.writeable = False
-        self._output = AggregateOutput(acc, survivors)
+        self._output = AggregateOutput(acc, survivors, self.share_faults)
         self.finished = True
+
+
+def _all_bytes(secrets: Sequence[bytes | None]) -> list[bytes]:
+    out = [secret for secret in secrets if secret is not None]
+    assert len(out) == len(secrets)  # guaranteed by the caller's abort on failures
+    return out
