@@ -6,8 +6,8 @@ client sends (a transport spy), and exposes the deviations of the threat model: 
 dropouts, equivocate key lists, replay or misroute ciphertexts, tamper with or truncate
 messages, and try to rebuild a victim's input from whatever shares it harvested.
 :class:`MaliciousClient` is the other side's double: one client that impersonates a peer,
-sends two different masked inputs, a wrong-length vector, garbage shares, shares to the
-wrong receivers, or nothing at all.
+sends two different masked inputs, a wrong-length vector, garbage shares, well-formed but
+wrong shares at unmasking, shares to the wrong receivers, or nothing at all.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from protocols.messages import (
     decode,
 )
 from protocols.server import SecAggServer
+from secagg.shamir import PRIME
 
 
 @dataclass
@@ -219,6 +220,26 @@ def replace_delivery(delivery: ShareDelivery, sender: int, ciphertext: bytes) ->
     )
 
 
+def falsify(data: bytes, delta: int = 1) -> bytes:
+    """The same revealed share, still well formed, but moved off the owner's polynomial.
+
+    The last four bytes of a revealed share are its last field element (little endian);
+    moving it by ``delta`` mod p keeps every header field and the field range intact.
+    """
+    last = int.from_bytes(data[-4:], "little")
+    moved = (last + delta) % PRIME
+    return data[:-4] + moved.to_bytes(4, "little")
+
+
+def falsify_unmask(message: UnmaskShares, *, seeds: bool, keys: bool) -> UnmaskShares:
+    """``message`` with every seed share and/or key share replaced by a wrong one."""
+    return UnmaskShares(
+        message.sender,
+        tuple((o, falsify(s) if seeds else s) for o, s in message.seed_shares),
+        tuple((o, falsify(s) if keys else s) for o, s in message.key_shares),
+    )
+
+
 class MaliciousClient:
     """A client that deviates on its uploads (the malicious-client double).
 
@@ -251,6 +272,8 @@ class MaliciousClient:
         if self.move == "garbage_shares" and isinstance(decoded, UnmaskShares):
             bad = tuple((o, bytes(len(s))) for o, s in decoded.seed_shares)
             return [UnmaskShares(me, bad, decoded.key_shares).to_bytes()]
+        if self.move == "wrong_share" and isinstance(decoded, UnmaskShares):
+            return [falsify_unmask(decoded, seeds=True, keys=True).to_bytes()]
         if self.move == "wrong_receivers" and isinstance(decoded, EncryptedShares):
             return [EncryptedShares(me, decoded.ciphertexts[:-1]).to_bytes()]
         if self.move == "silent":
@@ -263,6 +286,7 @@ MALICIOUS_CLIENT_MOVES = (
     "two_inputs",
     "wrong_length",
     "garbage_shares",
+    "wrong_share",
     "wrong_receivers",
     "silent",
 )

@@ -16,6 +16,7 @@ from adversary import MALICIOUS_CLIENT_MOVES, Harvest, MaliciousClient, Maliciou
 import secagg
 from protocols import (
     AbortReason,
+    AggregateOutput,
     ProtocolAborted,
     SecAggClient,
     SecAggConfig,
@@ -121,8 +122,12 @@ def test_sec_malicious_client_cannot_corrupt_the_honest_sum(stage: Stage, move: 
     included = result.included
     assert np.array_equal(result.total, secagg.ring_sum(x[list(included)], 32))
     honest = set(range(7)) - {2}
-    assert honest <= set(included)  # no honest input lost to one bad client
     sec_stats.add("honest_inputs_lost", len(honest - set(included)))
+    assert honest <= set(included)  # no honest input lost to one bad client
+    if stage is Stage.UNMASK and move in ("garbage_shares", "wrong_share"):
+        assert isinstance(result, AggregateOutput)
+        assert result.faulty_holders == (2,)  # the sender is named, nobody else
+        assert {fault.holder for fault in result.share_faults} == {2}
 
 
 def test_sec_replay_after_a_client_abort_is_ignored_not_summed() -> None:
