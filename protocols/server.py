@@ -497,14 +497,15 @@ class SecAggServer:
             threshold=self.config.threshold,
             secret_length=SELF_MASK_SEED_BYTES if seeds else MASKING_KEY_BYTES,
         )
-        faults = []
-        for owner, result, holders in zip(owners, results, holder_of, strict=True):
-            for x in result.malformed:
-                faults.append(ShareFault(holders[x], owner, kind, ShareFaultCause.MALFORMED))
-            for x in result.off_polynomial:
-                faults.append(
-                    ShareFault(holders[x], owner, kind, ShareFaultCause.OFF_POLYNOMIAL)
-                )
+        faults = [
+            ShareFault(holders[x], owner, kind, cause)
+            for owner, result, holders in zip(owners, results, holder_of, strict=True)
+            for cause, xs in (
+                (ShareFaultCause.MALFORMED, result.malformed),
+                (ShareFaultCause.OFF_POLYNOMIAL, result.off_polynomial),
+            )
+            for x in xs
+        ]
         return results, faults
 
     def _robust_secrets(

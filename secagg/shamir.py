@@ -595,7 +595,8 @@ def _consistent(xs: Matrix, threshold: int, values: Matrix) -> npt.NDArray[np.bo
     if m <= threshold:
         return np.ones(secrets, dtype=np.bool_)
     syndromes = _matmul_mod(_consistency_checks(xs, threshold), values.reshape(m, -1))
-    return ~syndromes.reshape(2, secrets, columns).any(axis=(0, 2))
+    consistent: npt.NDArray[np.bool_] = ~syndromes.reshape(2, secrets, columns).any(axis=(0, 2))
+    return consistent
 
 
 def _at_zero(xs: Matrix, threshold: int, values: Matrix) -> Matrix:
@@ -633,9 +634,7 @@ def _solve_group(
     errors, located = _locate_errors(xs, threshold, words)
     by_survivors: dict[bytes, list[int]] = {}
     for position in np.flatnonzero(located).tolist():
-        by_survivors.setdefault(np.packbits(~errors[:, position]).tobytes(), []).append(
-            position
-        )
+        by_survivors.setdefault(np.packbits(~errors[:, position]).tobytes(), []).append(position)
     for members in by_survivors.values():
         rows = np.flatnonzero(~errors[:, members[0]])
         targets = dirty[members]
@@ -713,9 +712,7 @@ def shamir_decode_many(
         header[:, 2], header[:, 3] = x_array >> 8, x_array & 0xFF
         header[:, 4], header[:, 5], header[:, 6] = t >> 8, t & 0xFF, length
         words = raw[:, _HEADER.size :].copy().view(_WORD)
-        well_formed = (raw[:, : _HEADER.size] == header).all(axis=1) & (words < PRIME).all(
-            axis=1
-        )
+        well_formed = (raw[:, : _HEADER.size] == header).all(axis=1) & (words < PRIME).all(axis=1)
         order = np.lexsort((x_array, np.array(kept_set, dtype=np.int64)))
         for row in order.tolist():
             if well_formed[row]:

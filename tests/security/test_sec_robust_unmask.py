@@ -107,7 +107,7 @@ def test_sec_up_to_half_the_redundancy_of_wrong_shares_is_corrected(kind: str, l
     """n = 13, t = 7, two drop before masking: m = 11 holders answer, capacity 2."""
     n, t, dropped = 13, 7, frozenset({0, 12})
     bad = set(range(3, 3 + liars))
-    x, outcome, server = run_round(n, t, dict.fromkeys(bad, wrong(*KINDS[kind])), dropped)
+    x, outcome, _ = run_round(n, t, dict.fromkeys(bad, wrong(*KINDS[kind])), dropped)
     survivors = set(range(n)) - dropped
     honest = survivors - bad
     record(outcome, 0 if isinstance(outcome, AggregateOutput) else len(honest))
