@@ -61,6 +61,9 @@ class AbortReason(enum.Enum):
     CONSISTENCY_CHECK_FAILED = "consistency_check_failed"
     SHARE_DECRYPTION_FAILED = "share_decryption_failed"
     """A share ciphertext does not authenticate: tampered, replayed or misrouted."""
+    SHARE_COMMITMENT_MISMATCH = "share_commitment_mismatch"
+    """A dealt share does not open the commitment its dealer published with it (a corrupt
+    dealer trying to make this holder look like a liar at unmasking)."""
     MISROUTED_SHARE = "misrouted_share"
     CONFIG_MISMATCH = "config_mismatch"
     MALFORMED_MESSAGE = "malformed_message"

@@ -77,24 +77,41 @@ _EXPECTED: dict[Stage, type[Message]] = {
 
 
 class ShareFaultCause(enum.Enum):
-    """Why a revealed share was not used."""
+    """What was wrong with a share revealed at unmasking, and so who is to blame."""
 
-    MALFORMED = "malformed"
-    """Not a well-formed share of that slot: bad encoding, or another x, threshold,
-    secret length or field."""
-    OFF_POLYNOMIAL = "off_polynomial"
-    """Well formed, but not on the polynomial that the other shares (a decodable
-    majority whose secret passed its integrity tag) determine."""
+    MISSING = "missing"
+    """The holder answered the unmasking request but left this share out (an honest
+    holder reveals one share for every owner it holds). Blames the holder."""
+    NOT_AS_DEALT = "not_as_dealt"
+    """The holder revealed something that does not open the commitment its dealer
+    published for it: the holder lied (an honest holder checked that commitment when the
+    share arrived). Blames the holder."""
+    MALFORMED_AS_DEALT = "malformed_as_dealt"
+    """The share opens the dealer's commitment but is not a well-formed share of that slot
+    (encoding, x, threshold, length): the dealer dealt it so. Blames the dealer."""
+    OFF_POLYNOMIAL_AS_DEALT = "off_polynomial_as_dealt"
+    """The share opens the dealer's commitment but is off the polynomial its other shares
+    determine: the dealer dealt inconsistent shares. Blames the dealer."""
+
+
+_DEALER_FAULTS = frozenset(
+    {ShareFaultCause.MALFORMED_AS_DEALT, ShareFaultCause.OFF_POLYNOMIAL_AS_DEALT}
+)
 
 
 @dataclass(frozen=True)
 class ShareFault:
-    """``holder`` revealed a bad share of ``owner``'s secret ``kind`` at unmasking."""
+    """A bad share of ``owner``'s secret ``kind`` revealed by ``holder`` at unmasking."""
 
     holder: int
     owner: int
     kind: ShareKind
     cause: ShareFaultCause
+
+    @property
+    def culprit(self) -> int:
+        """The client the evidence blames: the holder, or the owner (its dealer)."""
+        return self.owner if self.cause in _DEALER_FAULTS else self.holder
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,9 +119,9 @@ class AggregateOutput:
     """The unmasked sum mod 2^bits of the inputs of ``included`` (sorted ids).
 
     ``share_faults`` lists every bad share that was corrected or ignored on the way (by
-    holder, owner and kind); their senders are in ``faulty_holders``. A faulty holder's
-    own masked input stays in the sum (it was summed before unmasking, and its self mask
-    is rebuilt from the other holders' shares).
+    holder, owner, kind and cause); the clients they blame are in ``culprits``. A
+    culprit's own masked input stays in the sum (it was summed before unmasking, and its
+    self mask is rebuilt from the other holders' shares).
     """
 
     total: npt.NDArray[Any]
@@ -112,9 +129,9 @@ class AggregateOutput:
     share_faults: tuple[ShareFault, ...] = ()
 
     @property
-    def faulty_holders(self) -> tuple[int, ...]:
-        """Sorted ids of the clients that revealed at least one bad share."""
-        return tuple(sorted({fault.holder for fault in self.share_faults}))
+    def culprits(self) -> tuple[int, ...]:
+        """Sorted ids of the clients blamed for at least one bad share."""
+        return tuple(sorted({fault.culprit for fault in self.share_faults}))
 
 
 class SecAggServer:
@@ -172,6 +189,7 @@ class SecAggServer:
         self.share_faults: tuple[ShareFault, ...] = ()
         self._keys: dict[int, AdvertiseKeys] = {}
         self._shares_out: dict[int, EncryptedShares] = {}
+        self._commitments: dict[tuple[int, int], bytes] = {}
         self._u1: tuple[int, ...] = ()
         self._u2: tuple[int, ...] = ()
         self._u3: tuple[int, ...] = ()
@@ -378,6 +396,9 @@ class SecAggServer:
         if len(receivers) != len(expected) or set(receivers) != expected:
             self.faulty.add(sender)  # an honest client encrypts to exactly these holders
             return
+        if any(len(blob) <= binding.COMMITMENTS_BYTES for _, blob in message.ciphertexts):
+            self.faulty.add(sender)  # no room for the share commitments
+            return
         self._shares_out[sender] = message
 
     def _close_share(self) -> dict[int, ServerMessage]:
@@ -385,10 +406,13 @@ class SecAggServer:
         self._require(u2, Stage.SHARE)
         self._u2 = u2
         inbox: dict[int, list[tuple[int, bytes]]] = {c: [] for c in u2}
+        commitments = self._commitments
         for sender in u2:
             for receiver, ciphertext in self._shares_out[sender].ciphertexts:
                 if receiver in inbox:
                     inbox[receiver].append((sender, ciphertext))
+                    # Kept for unmasking: who dealt what to whom (64 bytes per pair).
+                    commitments[sender, receiver] = ciphertext[: binding.COMMITMENTS_BYTES]
         self._shares_out.clear()
         self.stage = Stage.MASK
         return {c: ShareDelivery(tuple(items)) for c, items in inbox.items()}
@@ -477,79 +501,142 @@ class SecAggServer:
                 bucket.append((x, data))
         return [sets[o] for o in owners], [holder_of[o] for o in owners]
 
-    def _reconstruct(
+    def _opens(self, owner: int, holder: int, kind: ShareKind, opening: bytes) -> bool:
+        """Whether ``opening`` opens the commitment ``owner`` published for ``holder``."""
+        if holder == owner:
+            return True  # its own share: dealer and holder are the same client
+        pair = self._commitments.get((owner, holder))
+        if pair is None:
+            return False  # the owner dealt this holder nothing
+        seeds = kind is ShareKind.SELF_MASK_SEED
+        label = binding.SEED_COMMITMENT_LABEL if seeds else binding.KEY_COMMITMENT_LABEL
+        commitment = pair[: binding.COMMITMENT_BYTES] if seeds else pair[binding.COMMITMENT_BYTES :]
+        assert self.session_id is not None
+        computed = binding.opening_commitment(label, self.session_id, owner, holder, opening)
+        return hmac.compare_digest(computed, commitment)
+
+    def _missing(
         self,
         owners: tuple[int, ...],
         responses: list[UnmaskShares],
+        holder_of: list[dict[int, int]],
         kind: ShareKind,
-        excluded: frozenset[int],
-    ) -> tuple[list[secagg.Reconstruction], list[ShareFault]]:
-        """Decode every owner's secret of ``kind``, ignoring the holders in ``excluded``."""
-        seeds = kind is ShareKind.SELF_MASK_SEED
-        sets, holder_of = self._gather(owners, responses, seeds)
-        if excluded:
-            sets = [
-                [(x, data) for x, data in items if holders[x] not in excluded]
-                for items, holders in zip(sets, holder_of, strict=True)
-            ]
-        results = secagg.shamir_decode_many(
+    ) -> list[ShareFault]:
+        """Holders that answered but left out a share they were dealt."""
+        answered = {response.sender for response in responses}
+        full = self.graph.is_full
+        faults: list[ShareFault] = []
+        for owner, holders in zip(owners, holder_of, strict=True):
+            if full and len(holders) == len(answered):
+                continue  # everybody who answered revealed this owner's share
+            expected = answered & set(self.graph.holders(owner))
+            dealt = {h for h in expected if h == owner or (owner, h) in self._commitments}
+            faults.extend(
+                ShareFault(h, owner, kind, ShareFaultCause.MISSING)
+                for h in sorted(dealt - set(holders.values()))
+            )
+        return faults
+
+    def _decode(
+        self, sets: list[list[tuple[int, bytes]]], seeds: bool
+    ) -> list[secagg.Reconstruction]:
+        return secagg.shamir_decode_many(
             sets,
             threshold=self.config.threshold,
             secret_length=SELF_MASK_SEED_BYTES if seeds else MASKING_KEY_BYTES,
+            prefix_bytes=binding.OPENING_NONCE_BYTES,
         )
-        faults = [
-            ShareFault(holders[x], owner, kind, cause)
-            for owner, result, holders in zip(owners, results, holder_of, strict=True)
-            for cause, xs in (
-                (ShareFaultCause.MALFORMED, result.malformed),
-                (ShareFaultCause.OFF_POLYNOMIAL, result.off_polynomial),
-            )
-            for x in xs
+
+    def _reconstruct(
+        self, owners: tuple[int, ...], responses: list[UnmaskShares], kind: ShareKind
+    ) -> tuple[list[bytes | None], list[ShareFault], set[int]]:
+        """Every owner's secret of ``kind`` (``None`` if undecodable), the faults, suspects.
+
+        Fast path: decode every set as it arrived. Only a set with any bad share takes the
+        slow path: each opening is checked against its dealer's commitment; the ones that
+        do not open it are the holders' lies (dropped), and the set is decoded again from
+        the openings that do. Whatever is still bad then is as the dealer dealt it.
+        """
+        seeds = kind is ShareKind.SELF_MASK_SEED
+        sets, holder_of = self._gather(owners, responses, seeds)
+        results = self._decode(sets, seeds)
+        secrets: list[bytes | None] = [result.secret for result in results]
+        suspicious = [
+            i
+            for i, result in enumerate(results)
+            if result.secret is None or result.malformed or result.off_polynomial
         ]
-        return results, faults
+        faults = self._missing(owners, responses, holder_of, kind)
+        suspects: set[int] = set()
+        threshold = self.config.threshold
+        vouched: list[list[tuple[int, bytes]]] = []  # openings that open their commitment
+        owns: list[tuple[int, bytes] | None] = []
+        for i in suspicious:
+            owner, holders, kept = owners[i], holder_of[i], []
+            own: tuple[int, bytes] | None = None
+            for x, opening in sets[i]:
+                if holders[x] == owner:
+                    own = (x, opening)  # the one share no commitment vouches for
+                elif self._opens(owner, holders[x], kind, opening):
+                    kept.append((x, opening))
+                else:
+                    faults.append(ShareFault(holders[x], owner, kind, ShareFaultCause.NOT_AS_DEALT))
+            vouched.append(kept)
+            owns.append(own)
+        # Decode with the owner's own share first (one more share of redundancy); if that
+        # fails, without it: a corrupt owner must not spoil its word with its own share.
+        with_own = [kept + ([own] if own else []) for kept, own in zip(vouched, owns, strict=True)]
+        retried = self._decode(with_own, seeds)
+        again = [
+            k
+            for k, result in enumerate(retried)
+            if result.secret is None and owns[k] is not None and len(vouched[k]) >= threshold
+        ]
+        for k, result in zip(again, self._decode([vouched[k] for k in again], seeds), strict=True):
+            if result.secret is not None:
+                retried[k], with_own[k] = result, vouched[k]
+        for i, items, result in zip(suspicious, with_own, retried, strict=True):
+            owner, holders = owners[i], holder_of[i]
+            for cause, xs in (
+                (ShareFaultCause.MALFORMED_AS_DEALT, result.malformed),
+                (ShareFaultCause.OFF_POLYNOMIAL_AS_DEALT, result.off_polynomial),
+            ):
+                faults.extend(ShareFault(holders[x], owner, kind, cause) for x in xs)
+            secrets[i] = result.secret
+            if result.secret is None:
+                liars = {f.holder for f in faults if f.owner == owner}
+                suspects |= liars
+                # With t honest openings left the dealer's own shares are inconsistent.
+                if len(items) >= threshold or not liars:
+                    suspects.add(owner)
+        return secrets, faults, suspects
 
     def _robust_secrets(
         self, survivors: tuple[int, ...], dropped: tuple[int, ...], responses: list[UnmaskShares]
     ) -> tuple[list[bytes], list[bytes]]:
-        """Self-mask seeds of ``survivors`` and masking keys of ``dropped``, or a typed abort.
-
-        A first pass decodes everything; if some secret is undecodable and other secrets
-        exposed faulty holders, a second pass ignores those holders' shares everywhere
-        (an erasure costs half an error) before giving up.
-        """
-        excluded: frozenset[int] = frozenset()
-        while True:
-            seed_results, seed_faults = self._reconstruct(
-                survivors, responses, ShareKind.SELF_MASK_SEED, excluded
+        """Self-mask seeds of ``survivors`` and masking keys of ``dropped``, or a typed abort."""
+        seeds, seed_faults, seed_suspects = self._reconstruct(
+            survivors, responses, ShareKind.SELF_MASK_SEED
+        )
+        keys, key_faults, key_suspects = self._reconstruct(
+            dropped, responses, ShareKind.MASKING_KEY
+        )
+        self.share_faults = (*seed_faults, *key_faults)
+        self.faulty |= {fault.culprit for fault in self.share_faults}
+        owners_and_secrets = (
+            *zip(survivors, seeds, strict=True),
+            *zip(dropped, keys, strict=True),
+        )
+        failed = [owner for owner, secret in owners_and_secrets if secret is None]
+        if failed:
+            suspects = seed_suspects | key_suspects
+            raise ProtocolAborted(
+                Stage.UNMASK.value,
+                AbortReason.TOO_MANY_BAD_SHARES,
+                f"the secrets of clients {failed} cannot be decoded from the shares that "
+                f"arrived; suspects: {sorted(suspects)}",
+                suspects=tuple(suspects),
             )
-            key_results, key_faults = self._reconstruct(
-                dropped, responses, ShareKind.MASKING_KEY, excluded
-            )
-            faults = [*self.share_faults, *seed_faults, *key_faults]
-            self.share_faults = tuple(dict.fromkeys(faults))
-            proven = frozenset(fault.holder for fault in self.share_faults)
-            self.faulty |= proven
-            failed = [
-                owner
-                for owner, result in (
-                    *zip(survivors, seed_results, strict=True),
-                    *zip(dropped, key_results, strict=True),
-                )
-                if result.secret is None
-            ]
-            if not failed:
-                break
-            if proven <= excluded:
-                raise ProtocolAborted(
-                    Stage.UNMASK.value,
-                    AbortReason.TOO_MANY_BAD_SHARES,
-                    f"the secrets of clients {failed} cannot be decoded from the shares "
-                    f"that arrived; senders of bad shares: {sorted(proven)}",
-                    suspects=tuple(proven),
-                )
-            excluded = proven
-        seeds = [result.secret for result in seed_results]
-        keys = [result.secret for result in key_results]
         return _all_bytes(seeds), _all_bytes(keys)
 
     def _close_unmask(self) -> None:

@@ -595,8 +595,8 @@ def _consistent(xs: Matrix, threshold: int, values: Matrix) -> npt.NDArray[np.bo
     if m <= threshold:
         return np.ones(secrets, dtype=np.bool_)
     syndromes = _matmul_mod(_consistency_checks(xs, threshold), values.reshape(m, -1))
-    consistent: npt.NDArray[np.bool_] = ~syndromes.reshape(2, secrets, columns).any(axis=(0, 2))
-    return consistent
+    inconsistent = np.asarray(syndromes.reshape(2, secrets, columns).any(axis=(0, 2)))
+    return np.logical_not(inconsistent)
 
 
 def _at_zero(xs: Matrix, threshold: int, values: Matrix) -> Matrix:
@@ -668,11 +668,14 @@ def shamir_decode_many(
     *,
     threshold: int,
     secret_length: int,
+    prefix_bytes: int = 0,
 ) -> list[Reconstruction]:
     """Reconstruct one secret per set of encoded shares, correcting wrong shares.
 
     Each set lists ``(x, encoding)`` pairs: the x the share must have (its holder's
-    position, known to the caller) and the bytes received (:meth:`Share.to_bytes`).
+    position, known to the caller) and the bytes received (:meth:`Share.to_bytes`),
+    optionally behind ``prefix_bytes`` bytes this function ignores (e.g. the nonce of a
+    commitment opening; saves the caller one copy per share).
     Every set is a t-of-n sharing of a ``secret_length``-byte secret. Malformed shares
     are dropped; of the m well-formed ones, up to floor((m - t) / 2) wrong shares are
     corrected and named. A set with more wrong shares is reported undecodable
@@ -683,8 +686,10 @@ def shamir_decode_many(
     shares, which are the point of this function).
     """
     t, length = _check_decode_arguments(threshold, secret_length)
+    if isinstance(prefix_bytes, bool) or not isinstance(prefix_bytes, int) or prefix_bytes < 0:
+        raise SecAggValueError("prefix_bytes must be a non-negative int")
     columns = chunk_count(length)
-    encoded_length = _HEADER.size + 4 * columns
+    encoded_length = prefix_bytes + _HEADER.size + 4 * columns
     malformed: list[list[int]] = [[] for _ in share_sets]
     kept_set: list[int] = []
     kept_x: list[int] = []
@@ -706,6 +711,7 @@ def shamir_decode_many(
     words = np.zeros((0, columns), dtype=np.uint32)
     if kept_data:
         raw = np.frombuffer(b"".join(kept_data), dtype=np.uint8).reshape(-1, encoded_length)
+        raw = raw[:, prefix_bytes:]
         x_array = np.array(kept_x, dtype=np.int64)
         header = np.empty((raw.shape[0], _HEADER.size), dtype=np.uint8)
         header[:, 0], header[:, 1] = _FORMAT_VERSION, FIELD_M31
