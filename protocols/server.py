@@ -14,14 +14,15 @@ from *every* share that arrived with one batched :func:`secagg.shamir_decode_man
 coefficients) and subtracts every mask with :func:`secagg.add_masks` into that
 accumulator; nothing loops over coordinates in Python.
 
-Robust unmasking. The m shares of one secret form a Reed-Solomon word: a holder that
-reveals a malformed or well-formed but wrong share is named in a typed
-:class:`ShareFault`, added to :attr:`SecAggServer.faulty`, and the secret is still rebuilt
-as long as at most floor((m - t) / 2) of its shares are wrong. Shares of holders proven
-faulty on one secret are then ignored on every other (an erasure costs half an error).
-Only when some secret stays undecodable does the round abort, with
-:attr:`AbortReason.TOO_MANY_BAD_SHARES` and the suspects named; it never releases a sum
-rebuilt from unverified shares. Nothing here asks any client for more shares: the
+Robust unmasking. Every dealt share comes with its dealer's commitment (kept from the
+share stage, 64 bytes per pair), and the m revealed shares of one secret form a
+Reed-Solomon word. If a secret's shares are not all good, the shares that do not open
+their commitment are the holders' lies and are dropped; the others are decoded,
+correcting up to floor((m' - t) / 2) shares the dealer itself got wrong. Each bad share is
+a typed :class:`ShareFault` blaming the holder or the dealer; the blamed clients join
+:attr:`SecAggServer.faulty`. Only when some secret stays undecodable does the round
+abort, with :attr:`AbortReason.TOO_MANY_BAD_SHARES` and its suspects; it never releases a
+sum rebuilt from unverified shares. Nothing here asks any client for more shares: the
 client-side rule "one share kind per peer" is untouched (docs/SECURITY.md).
 Late, duplicate or out-of-stage messages are ignored and never counted twice.
 """
@@ -189,7 +190,8 @@ class SecAggServer:
         self.share_faults: tuple[ShareFault, ...] = ()
         self._keys: dict[int, AdvertiseKeys] = {}
         self._shares_out: dict[int, EncryptedShares] = {}
-        self._commitments: dict[tuple[int, int], bytes] = {}
+        # dealer -> (its receivers, sorted; their commitment pairs, one 64-byte row each)
+        self._commitments: dict[int, tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]] = {}
         self._u1: tuple[int, ...] = ()
         self._u2: tuple[int, ...] = ()
         self._u3: tuple[int, ...] = ()
@@ -406,13 +408,15 @@ class SecAggServer:
         self._require(u2, Stage.SHARE)
         self._u2 = u2
         inbox: dict[int, list[tuple[int, bytes]]] = {c: [] for c in u2}
-        commitments = self._commitments
         for sender in u2:
-            for receiver, ciphertext in self._shares_out[sender].ciphertexts:
-                if receiver in inbox:
-                    inbox[receiver].append((sender, ciphertext))
-                    # Kept for unmasking: who dealt what to whom (64 bytes per pair).
-                    commitments[sender, receiver] = ciphertext[: binding.COMMITMENTS_BYTES]
+            delivered = [
+                (receiver, ciphertext)
+                for receiver, ciphertext in self._shares_out[sender].ciphertexts
+                if receiver in inbox
+            ]
+            for receiver, ciphertext in delivered:
+                inbox[receiver].append((sender, ciphertext))
+            self._keep_commitments(sender, delivered)
         self._shares_out.clear()
         self.stage = Stage.MASK
         return {c: ShareDelivery(tuple(items)) for c, items in inbox.items()}
@@ -501,11 +505,30 @@ class SecAggServer:
                 bucket.append((x, data))
         return [sets[o] for o in owners], [holder_of[o] for o in owners]
 
+    def _keep_commitments(self, dealer: int, delivered: list[tuple[int, bytes]]) -> None:
+        """Keep who got which commitments from ``dealer`` (for unmasking), compactly."""
+        receivers = np.array([receiver for receiver, _ in delivered], dtype=np.int64)
+        rows = np.frombuffer(
+            b"".join([ciphertext[: binding.COMMITMENTS_BYTES] for _, ciphertext in delivered]),
+            dtype=np.uint8,
+        ).reshape(-1, binding.COMMITMENTS_BYTES)
+        order = np.argsort(receivers)
+        self._commitments[dealer] = (receivers[order], rows[order])
+
+    def _dealt(self, dealer: int, holder: int) -> bytes | None:
+        """The commitment pair ``dealer`` sent ``holder``, or ``None`` if it sent none."""
+        kept = self._commitments.get(dealer)
+        if kept is None:
+            return None
+        receivers, rows = kept
+        position = int(np.searchsorted(receivers, holder))
+        if position == receivers.size or receivers[position] != holder:
+            return None
+        return bytes(rows[position])
+
     def _opens(self, owner: int, holder: int, kind: ShareKind, opening: bytes) -> bool:
         """Whether ``opening`` opens the commitment ``owner`` published for ``holder``."""
-        if holder == owner:
-            return True  # its own share: dealer and holder are the same client
-        pair = self._commitments.get((owner, holder))
+        pair = self._dealt(owner, holder)
         if pair is None:
             return False  # the owner dealt this holder nothing
         seeds = kind is ShareKind.SELF_MASK_SEED
@@ -530,7 +553,7 @@ class SecAggServer:
             if full and len(holders) == len(answered):
                 continue  # everybody who answered revealed this owner's share
             expected = answered & set(self.graph.holders(owner))
-            dealt = {h for h in expected if h == owner or (owner, h) in self._commitments}
+            dealt = {h for h in expected if h == owner or self._dealt(owner, h) is not None}
             faults.extend(
                 ShareFault(h, owner, kind, ShareFaultCause.MISSING)
                 for h in sorted(dealt - set(holders.values()))
