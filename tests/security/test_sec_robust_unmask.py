@@ -118,8 +118,7 @@ def test_sec_one_bad_share_does_not_abort_the_round() -> None:
     # Its lies about others' seeds open no commitment; its own share (which no commitment
     # covers) is off its own polynomial, "as dealt": either way it alone is blamed.
     assert {(f.owner, f.holder, f.kind, f.cause) for f in outcome.share_faults} == {
-        (owner, bad, ShareKind.SELF_MASK_SEED, ShareFaultCause.NOT_AS_DEALT)
-        for owner in honest
+        (owner, bad, ShareKind.SELF_MASK_SEED, ShareFaultCause.NOT_AS_DEALT) for owner in honest
     } | {(bad, bad, ShareKind.SELF_MASK_SEED, ShareFaultCause.OFF_POLYNOMIAL_AS_DEALT)}
 
 
