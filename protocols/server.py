@@ -552,11 +552,11 @@ class SecAggServer:
         for owner, holders in zip(owners, holder_of, strict=True):
             if full and len(holders) == len(answered):
                 continue  # everybody who answered revealed this owner's share
-            expected = answered & set(self.graph.holders(owner))
-            dealt = {h for h in expected if h == owner or self._dealt(owner, h) is not None}
+            absent = answered.intersection(self.graph.holders(owner)).difference(holders.values())
             faults.extend(
                 ShareFault(h, owner, kind, ShareFaultCause.MISSING)
-                for h in sorted(dealt - set(holders.values()))
+                for h in sorted(absent)
+                if h == owner or self._dealt(owner, h) is not None
             )
         return faults
 
@@ -591,6 +591,8 @@ class SecAggServer:
         ]
         faults = self._missing(owners, responses, holder_of, kind)
         suspects: set[int] = set()
+        if not suspicious:
+            return secrets, faults, suspects
         threshold = self.config.threshold
         vouched: list[list[tuple[int, bytes]]] = []  # openings that open their commitment
         owns: list[tuple[int, bytes] | None] = []

@@ -589,23 +589,47 @@ def _locate_errors(
     return errors, located
 
 
-def _consistent(xs: Matrix, threshold: int, values: Matrix) -> npt.NDArray[np.bool_]:
-    """Per secret, whether its (m, S, c) share values lie on one polynomial of degree < t."""
+def _weights_and_lagrange(xs: Matrix) -> tuple[Matrix, Matrix]:
+    """Parity weights v_i = 1 / prod_{j != i} (x_i - x_j) and Lagrange-at-0 coefficients.
+
+    Both come from one field inversion (of the row products and of the xs together):
+    l_i = prod_{j != i} (-x_j) / (x_i - x_j) = (-1)^(m-1) (prod_j x_j / x_i) v_i. Using all
+    m points is exact for shares that passed the parity checks (their degree-(m-1)
+    interpolant is the degree-(t-1) polynomial itself), and it saves the per-x-set
+    inversions that dominate many small groups (SecAgg+).
+    """
+    m = xs.size
+    differences = (xs[:, None] + _P - xs[None, :]) % _P
+    np.fill_diagonal(differences, 1)
+    inverses = _inverse(np.concatenate([_row_products(differences), xs]))
+    weights, inverse_xs = inverses[:m], inverses[m:]
+    product = _row_products(xs[None, :])[0]
+    lagrange = _mulmod(_mulmod(weights, inverse_xs), product)
+    if (m - 1) % 2:
+        lagrange = (_P - lagrange) % _P
+    return weights, lagrange
+
+
+def _checked_interpolation(
+    xs: Matrix, threshold: int, values: Matrix
+) -> tuple[npt.NDArray[np.bool_], Matrix]:
+    """Per secret of the (m, S, c) values: (lie on one polynomial of degree < t, f(0)).
+
+    The check is two random combinations of the m - t parity checks (as in
+    :func:`_consistency_checks`); f(0) is only meaningful where the check passed.
+    """
     m, secrets, columns = values.shape
+    weights, lagrange = _weights_and_lagrange(xs)
+    flat = values.reshape(m, -1)
+    at_zero = _matmul_mod(lagrange[None, :], flat).reshape(secrets, columns)
     if m <= threshold:
-        return np.ones(secrets, dtype=np.bool_)
-    syndromes = _matmul_mod(_consistency_checks(xs, threshold), values.reshape(m, -1))
-    inconsistent = np.asarray(syndromes.reshape(2, secrets, columns).any(axis=(0, 2)))
-    return np.logical_not(inconsistent)
-
-
-def _at_zero(xs: Matrix, threshold: int, values: Matrix) -> Matrix:
-    """(S, c) constant terms from the first t rows of the (m, S, c) share values."""
-    _, secrets, columns = values.shape
-    lagrange = _lagrange_at_zero(xs[:threshold])[None, :]
-    return _matmul_mod(lagrange, values[:threshold].reshape(threshold, -1)).reshape(
-        secrets, columns
+        return np.ones(secrets, dtype=np.bool_), at_zero
+    combination = _uniform_field_elements(2 * (m - threshold)).reshape(2, -1)
+    checks = _mulmod(_matmul_mod(combination, _vandermonde(xs, m - threshold).T), weights[None, :])
+    inconsistent = np.asarray(
+        _matmul_mod(checks, flat).reshape(2, secrets, columns).any(axis=(0, 2))
     )
+    return np.logical_not(inconsistent), at_zero
 
 
 def _solve_group(
@@ -622,10 +646,9 @@ def _solve_group(
     m, secrets, columns = values.shape
     chunks = np.zeros((secrets, columns), dtype=np.uint64)
     off = np.zeros((m, secrets), dtype=np.bool_)
-    clean = _consistent(xs, threshold, values)
+    clean, at_zero = _checked_interpolation(xs, threshold, values)
     solved = clean.copy()
-    if clean.any():
-        chunks[clean] = _at_zero(xs, threshold, values[:, clean])
+    chunks[clean] = at_zero[clean]
     dirty = np.flatnonzero(~clean)
     if dirty.size == 0:
         return chunks, solved, off
@@ -639,8 +662,7 @@ def _solve_group(
         rows = np.flatnonzero(~errors[:, members[0]])
         targets = dirty[members]
         subset = values[rows][:, targets]
-        ok = _consistent(xs[rows], threshold, subset)
-        got = _at_zero(xs[rows], threshold, subset)
+        ok, got = _checked_interpolation(xs[rows], threshold, subset)
         for k, target in enumerate(targets.tolist()):
             if ok[k]:
                 chunks[target] = got[k]

@@ -99,7 +99,7 @@ def record(outcome: AggregateOutput | ProtocolAborted, honest_lost: int) -> None
     sec_stats.add("honest_inputs_lost", honest_lost)
     if isinstance(outcome, ProtocolAborted):
         sec_stats.add("rounds_aborted")
-        sec_stats.abort(outcome.reason.value)
+        sec_stats.abort(f"round:{outcome.stage}:{outcome.reason.value}")
     else:
         sec_stats.add("rounds_completed")
 
