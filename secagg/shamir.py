@@ -556,8 +556,10 @@ def _locate_errors(
     Berlekamp-Massey finds the error locator prod_{i in E} (1 - x_i z) from 2|E| <= m - t
     syndromes; its roots are the 1 / x_i of the wrong positions (Chien search). The
     Berlekamp-Massey iterations run over all B words at once (``np.where`` instead of
-    branches), O(B (m - t)^2) work; no library does batched decoding over GF(2^31 - 1),
-    hence written here. Correctness does not rest on this function: the caller accepts a
+    branches), O(B (m - t)^2) work. Written here because library decoders (e.g. galois'
+    ReedSolomon) handle cyclic codes evaluated at powers of a primitive element, while
+    Shamir shares sit at arbitrary points x (a generalized RS code) and come in batches.
+    Correctness does not rest on this function: the caller accepts a
     result only if the remaining shares are consistent and the integrity tag holds.
     """
     m, batch = words.shape
