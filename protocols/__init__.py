@@ -23,7 +23,7 @@ from protocols.errors import (
 from protocols.graph import CommunicationGraph
 from protocols.params import GraphGuarantee
 from protocols.round import SecAggResult, StageReport, run_secagg
-from protocols.server import AggregateOutput, SecAggServer
+from protocols.server import AggregateOutput, SecAggServer, ShareFault, ShareFaultCause
 from protocols.transport import Direction, FaultHook, InMemoryTransport, Transport
 
 __all__ = [
@@ -45,6 +45,8 @@ __all__ = [
     "SecAggConfig",
     "SecAggResult",
     "SecAggServer",
+    "ShareFault",
+    "ShareFaultCause",
     "ShareKind",
     "Stage",
     "StageReport",

@@ -5,6 +5,16 @@ so a value produced for one purpose can never be accepted for another: the pairw
 seed and the share-encryption key come from different HKDF labels (revealing a dropped
 client's masking key never opens its share ciphertexts), both use the session id as HKDF
 salt, and share ciphertexts authenticate (session, round, sender, receiver).
+
+Share commitments. A dealer reveals nothing new by committing to each share it deals:
+for holder v and each share kind it publishes ``SHA-256(label_kind || session || dealer ||
+holder || nonce || share)`` with a fresh 16-byte nonce that travels to v only inside the
+encrypted plaintext (the pair nonce || share is the *opening*). The commitments ride in
+front of the ciphertext, authenticated as associated data, so the server stores exactly
+what the holder checked. At unmasking the holder reveals the opening of the one kind
+asked for; the server can then tell a holder that lies (opening does not match) from a
+dealer that dealt an inconsistent share (opening matches, share off the polynomial).
+Binding rests on SHA-256 collision resistance, hiding on the secret nonce.
 """
 
 from __future__ import annotations
@@ -20,18 +30,28 @@ from protocols.errors import DecodeError
 
 __all__ = [
     "ADVERTISE_LABEL",
+    "COMMITMENTS_BYTES",
+    "COMMITMENT_BYTES",
     "CONSISTENCY_LABEL",
+    "KEY_COMMITMENT_LABEL",
     "MASK_KEY_LABEL",
+    "OPENING_NONCE_BYTES",
     "PAIRWISE_MASK_DOMAIN",
+    "SEED_COMMITMENT_LABEL",
     "SELF_MASK_DOMAIN",
     "SHARE_AD_LABEL",
     "SHARE_KEY_LABEL",
     "ShareAssociatedData",
     "advertise_payload",
     "consistency_payload",
+    "new_opening",
+    "opening_commitment",
     "pack_share_plaintext",
     "round_session_id",
     "share_associated_data",
+    "share_commitments",
+    "share_of_opening",
+    "split_committed_ciphertext",
     "unpack_share_plaintext",
 ]
 
@@ -43,6 +63,13 @@ SHARE_AD_LABEL = b"privagg/v1/share-ciphertext"
 ADVERTISE_LABEL = b"privagg/v1/advertise-keys"
 CONSISTENCY_LABEL = b"privagg/v1/consistency-check"
 SERVER_VIEW_LABEL = b"privagg/v1/server-view"
+
+SEED_COMMITMENT_LABEL = b"privagg/v1/share-commitment/self-mask-seed"
+KEY_COMMITMENT_LABEL = b"privagg/v1/share-commitment/masking-key"
+OPENING_NONCE_BYTES = 16
+COMMITMENT_BYTES = 32
+COMMITMENTS_BYTES = 2 * COMMITMENT_BYTES
+"""Both commitments (seed share, key share) in front of each share ciphertext."""
 
 _IDS = struct.Struct("<II")
 _LEN = struct.Struct("<I")
@@ -147,3 +174,38 @@ def unpack_share_plaintext(data: bytes) -> tuple[int, int, bytes, bytes]:
     if offset != len(data):
         raise DecodeError("trailing bytes in share plaintext")
     return int(sender), int(receiver), parts[0], parts[1]
+
+
+def new_opening(share: bytes) -> bytes:
+    """The opening of one share: a fresh nonce from the OS CSPRNG followed by the share."""
+    return secagg.random_seed(OPENING_NONCE_BYTES) + share
+
+
+def opening_commitment(
+    label: bytes, session: bytes, dealer: int, holder: int, opening: bytes
+) -> bytes:
+    """The commitment to ``opening`` dealt by ``dealer`` to ``holder`` (see module doc)."""
+    return hashlib.sha256(b"".join((label, session, _IDS.pack(dealer, holder), opening))).digest()
+
+
+def share_commitments(
+    session: bytes, dealer: int, holder: int, seed_opening: bytes, key_opening: bytes
+) -> bytes:
+    """Seed-share commitment || key-share commitment, as sent in front of the ciphertext."""
+    return opening_commitment(
+        SEED_COMMITMENT_LABEL, session, dealer, holder, seed_opening
+    ) + opening_commitment(KEY_COMMITMENT_LABEL, session, dealer, holder, key_opening)
+
+
+def split_committed_ciphertext(data: bytes) -> tuple[bytes, bytes]:
+    """(commitments, sealed share plaintext); :class:`DecodeError` if too short."""
+    if len(data) <= COMMITMENTS_BYTES:
+        raise DecodeError("share ciphertext too short to hold its commitments")
+    return data[:COMMITMENTS_BYTES], data[COMMITMENTS_BYTES:]
+
+
+def share_of_opening(opening: bytes) -> bytes:
+    """The share encoding inside an opening (the nonce stripped); :class:`DecodeError` if short."""
+    if len(opening) <= OPENING_NONCE_BYTES:
+        raise DecodeError("share opening too short")
+    return opening[OPENING_NONCE_BYTES:]

@@ -8,6 +8,9 @@ the client's own view of the round; nothing the server claims is taken on trust:
   shares; an unmasking request must agree with it exactly;
 * it reveals, per peer, the self-mask-seed share (peer survived) *or* the masking-key
   share (peer dropped after sharing), never both, also across retried requests;
+* it checks every dealt share against the commitment its dealer published (so it can
+  never be framed for revealing a share its dealer got wrong), and reveals the opening
+  (nonce || share) of the one kind asked for;
 * it aborts (and reveals nothing) on fewer than t surviving holders, on being listed as
   dropped, on unknown / duplicate / re-listed ids, on its own keys altered, on duplicate
   public keys, on share ciphertexts that fail authentication (replayed, misrouted or
@@ -23,6 +26,7 @@ A protocol violation moves the client to :attr:`ClientState.ABORTED` and the rep
 from __future__ import annotations
 
 import enum
+import hmac
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
@@ -317,10 +321,12 @@ class SecAggClient:
         ciphertexts = []
         for v in alive:
             x = graph.share_x(me, v)
-            seed_share = seed_shares[x - 1].to_bytes()
-            key_share = key_shares[x - 1].to_bytes()
+            # Each share travels as an opening (nonce || share) with a public commitment,
+            # so at unmasking the server can tell a lying holder from a lying dealer.
+            seed_opening = binding.new_opening(seed_shares[x - 1].to_bytes())
+            key_opening = binding.new_opening(key_shares[x - 1].to_bytes())
             if v == me:
-                self._own_shares = (seed_share, key_share)
+                self._own_shares = (seed_opening, key_opening)
                 continue
             key = secagg.derive_shared_key(
                 self._enc_key,
@@ -329,9 +335,11 @@ class SecAggClient:
                 context=session,
             )
             self._share_keys[v] = key  # the same key opens v's shares in the next stage
-            plaintext = binding.pack_share_plaintext(me, v, seed_share, key_share)
-            ad = associated_data(me, v)
-            ciphertexts.append((v, secagg.seal(key, plaintext, associated_data=ad)))
+            plaintext = binding.pack_share_plaintext(me, v, seed_opening, key_opening)
+            commitments = binding.share_commitments(session, me, v, seed_opening, key_opening)
+            ad = associated_data(me, v) + commitments
+            sealed = secagg.seal(key, plaintext, associated_data=ad)
+            ciphertexts.append((v, commitments + sealed))
         self.state = ClientState.AWAIT_SHARES
         return EncryptedShares(me, tuple(ciphertexts))
 
@@ -372,18 +380,29 @@ class SecAggClient:
             if sender in received:
                 _abort(AbortReason.DUPLICATE_CLIENT)
             key = self._share_keys[sender]
-            ad = associated_data(sender, me)
             try:
-                plaintext = secagg.open_sealed(key, ciphertext, associated_data=ad)
+                commitments, sealed = binding.split_committed_ciphertext(ciphertext)
+            except DecodeError:
+                _abort(AbortReason.MALFORMED_MESSAGE)
+            ad = associated_data(sender, me) + commitments
+            try:
+                plaintext = secagg.open_sealed(key, sealed, associated_data=ad)
             except secagg.DecryptionError:
                 _abort(AbortReason.SHARE_DECRYPTION_FAILED)
             try:
-                from_id, to_id, seed_share, key_share = binding.unpack_share_plaintext(plaintext)
+                from_id, to_id, seed_opening, key_opening = binding.unpack_share_plaintext(
+                    plaintext
+                )
             except DecodeError:
                 _abort(AbortReason.MALFORMED_MESSAGE)
             if (from_id, to_id) != (sender, me):
                 _abort(AbortReason.MISROUTED_SHARE)
-            received[sender] = (seed_share, key_share)
+            expected = binding.share_commitments(
+                self.session_id, sender, me, seed_opening, key_opening
+            )
+            if not hmac.compare_digest(expected, commitments):
+                _abort(AbortReason.SHARE_COMMITMENT_MISMATCH)
+            received[sender] = (seed_opening, key_opening)
         if len(received) + 1 < cfg.threshold:
             _abort(AbortReason.TOO_FEW_SURVIVORS)
         for v, status in self._status.items():

@@ -61,6 +61,9 @@ class AbortReason(enum.Enum):
     CONSISTENCY_CHECK_FAILED = "consistency_check_failed"
     SHARE_DECRYPTION_FAILED = "share_decryption_failed"
     """A share ciphertext does not authenticate: tampered, replayed or misrouted."""
+    SHARE_COMMITMENT_MISMATCH = "share_commitment_mismatch"
+    """A dealt share does not open the commitment its dealer published with it (a corrupt
+    dealer trying to make this holder look like a liar at unmasking)."""
     MISROUTED_SHARE = "misrouted_share"
     CONFIG_MISMATCH = "config_mismatch"
     MALFORMED_MESSAGE = "malformed_message"
@@ -68,6 +71,9 @@ class AbortReason(enum.Enum):
     """A message arrived that the current protocol state does not accept."""
     RECONSTRUCTION_FAILED = "reconstruction_failed"
     """The server could not rebuild a secret consistently from the revealed shares."""
+    TOO_MANY_BAD_SHARES = "too_many_bad_shares"
+    """More shares of some secret were missing, malformed or wrong than the code corrects
+    (m usable shares correct up to floor((m - t) / 2) wrong ones); ``suspects`` names them."""
 
 
 class ProtocolAborted(ProtocolError):
@@ -75,6 +81,8 @@ class ProtocolAborted(ProtocolError):
 
     ``client_id`` names the client that aborted (``None`` for the server). When the round
     aborts before the unmasking stage no share of any secret has been revealed.
+    ``suspects`` names the clients the server holds responsible (e.g. the senders of bad
+    shares when too many of them arrived to decode), sorted.
     """
 
     def __init__(
@@ -84,20 +92,29 @@ class ProtocolAborted(ProtocolError):
         detail: str = "",
         *,
         client_id: int | None = None,
+        suspects: tuple[int, ...] = (),
     ) -> None:
         self.stage = stage
         self.reason = reason
         self.detail = detail
         self.client_id = client_id
+        self.suspects = tuple(sorted(suspects))
         who = "server" if client_id is None else f"client {client_id}"
         text = f"{who} aborted at stage {stage!r}: {reason.value}"
         super().__init__(f"{text} ({detail})" if detail else text)
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (_rebuild_aborted, (self.stage, self.reason, self.detail, self.client_id))
+        return (
+            _rebuild_aborted,
+            (self.stage, self.reason, self.detail, self.client_id, self.suspects),
+        )
 
 
 def _rebuild_aborted(
-    stage: str, reason: AbortReason, detail: str, client_id: int | None
+    stage: str,
+    reason: AbortReason,
+    detail: str,
+    client_id: int | None,
+    suspects: tuple[int, ...] = (),
 ) -> ProtocolAborted:
-    return ProtocolAborted(stage, reason, detail, client_id=client_id)
+    return ProtocolAborted(stage, reason, detail, client_id=client_id, suspects=suspects)

@@ -22,7 +22,7 @@ import secagg
 from protocols.client import SecAggClient
 from protocols.config import SecAggConfig, Stage
 from protocols.errors import AbortReason, ConfigError
-from protocols.server import SecAggServer
+from protocols.server import SecAggServer, ShareFault
 from protocols.transport import Direction, InMemoryTransport, Transport
 
 __all__ = ["SecAggResult", "StageReport", "run_secagg"]
@@ -51,7 +51,9 @@ class SecAggResult:
 
     ``total`` is the exact sum mod 2^bits of the inputs of the clients in ``included``
     (those whose masked input was summed); ``stages`` has per-stage bytes and timings;
-    ``client_aborts`` lists clients that stopped on their own (treated as dropped).
+    ``client_aborts`` lists clients that stopped on their own (treated as dropped);
+    ``share_faults`` lists every bad share revealed at unmasking (corrected or ignored),
+    ``faulty`` every client the server excluded or caught deviating (sorted ids).
     """
 
     total: npt.NDArray[Any] = field(repr=False)
@@ -63,6 +65,8 @@ class SecAggResult:
     wall_seconds: float
     client_aborts: Mapping[int, AbortReason]
     session_id: bytes
+    share_faults: tuple[ShareFault, ...] = ()
+    faulty: tuple[int, ...] = ()
 
     def stage(self, name: str) -> StageReport:
         """The report of stage ``name`` (e.g. ``"mask"``)."""
@@ -237,4 +241,6 @@ def run_secagg(
         wall_seconds=wall,
         client_aborts={cid: a.reason for cid, a in server.client_aborts.items()},
         session_id=server.session_id,
+        share_faults=output.share_faults,
+        faulty=tuple(sorted(server.faulty)),
     )

@@ -9,16 +9,29 @@ the unmasking stage reveals nothing.
 
 Masked inputs are summed into one accumulator as they arrive (memory O(d), not O(n·d)).
 Unmasking rebuilds the survivors' self-mask seeds and the dropped clients' masking keys
-with one batched :func:`secagg.shamir_combine_many` (shares answered by the same holders
-reuse one set of Lagrange coefficients) and subtracts every mask with
-:func:`secagg.add_masks` into that accumulator; nothing loops over coordinates in Python.
+from *every* share that arrived with one batched :func:`secagg.shamir_decode_many`
+(shares answered by the same holders reuse one parity check and one set of Lagrange
+coefficients) and subtracts every mask with :func:`secagg.add_masks` into that
+accumulator; nothing loops over coordinates in Python.
+
+Robust unmasking. Every dealt share comes with its dealer's commitment (kept from the
+share stage, 64 bytes per pair), and the m revealed shares of one secret form a
+Reed-Solomon word. If a secret's shares are not all good, the shares that do not open
+their commitment are the holders' lies and are dropped; the others are decoded,
+correcting up to floor((m' - t) / 2) shares the dealer itself got wrong. Each bad share is
+a typed :class:`ShareFault` blaming the holder or the dealer; the blamed clients join
+:attr:`SecAggServer.faulty`. Only when some secret stays undecodable does the round
+abort, with :attr:`AbortReason.TOO_MANY_BAD_SHARES` and its suspects; it never releases a
+sum rebuilt from unverified shares. Nothing here asks any client for more shares: the
+client-side rule "one share kind per peer" is untouched (docs/SECURITY.md).
 Late, duplicate or out-of-stage messages are ignored and never counted twice.
 """
 
 from __future__ import annotations
 
+import enum
 import hmac
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +40,7 @@ import numpy.typing as npt
 
 import secagg
 from protocols import binding
+from protocols.client import ShareKind
 from protocols.config import SecAggConfig, Stage
 from protocols.errors import AbortReason, ConfigError, DecodeError, ProtocolAborted, StateError
 from protocols.graph import GRAPH_SEED_BYTES, CommunicationGraph
@@ -47,7 +61,12 @@ from protocols.messages import (
     decode,
 )
 
-__all__ = ["AggregateOutput", "SecAggServer"]
+__all__ = ["AggregateOutput", "SecAggServer", "ShareFault", "ShareFaultCause"]
+
+SELF_MASK_SEED_BYTES = 32
+"""Length of the self-mask seed an honest client shares (``secagg.random_seed(32)``)."""
+MASKING_KEY_BYTES = 32
+"""Length of ``AgreementKey.private_bytes_for_sharing()``, the shared masking key."""
 
 _EXPECTED: dict[Stage, type[Message]] = {
     Stage.ADVERTISE: AdvertiseKeys,
@@ -58,16 +77,62 @@ _EXPECTED: dict[Stage, type[Message]] = {
 }
 
 
-def _first(item: tuple[int, bytes]) -> int:
-    return item[0]
+class ShareFaultCause(enum.Enum):
+    """What was wrong with a share revealed at unmasking, and so who is to blame."""
+
+    MISSING = "missing"
+    """The holder answered the unmasking request but left this share out (an honest
+    holder reveals one share for every owner it holds). Blames the holder."""
+    NOT_AS_DEALT = "not_as_dealt"
+    """The holder revealed something that does not open the commitment its dealer
+    published for it: the holder lied (an honest holder checked that commitment when the
+    share arrived). Blames the holder."""
+    MALFORMED_AS_DEALT = "malformed_as_dealt"
+    """The share opens the dealer's commitment but is not a well-formed share of that slot
+    (encoding, x, threshold, length): the dealer dealt it so. Blames the dealer."""
+    OFF_POLYNOMIAL_AS_DEALT = "off_polynomial_as_dealt"
+    """The share opens the dealer's commitment but is off the polynomial its other shares
+    determine: the dealer dealt inconsistent shares. Blames the dealer."""
+
+
+_DEALER_FAULTS = frozenset(
+    {ShareFaultCause.MALFORMED_AS_DEALT, ShareFaultCause.OFF_POLYNOMIAL_AS_DEALT}
+)
+
+
+@dataclass(frozen=True)
+class ShareFault:
+    """A bad share of ``owner``'s secret ``kind`` revealed by ``holder`` at unmasking."""
+
+    holder: int
+    owner: int
+    kind: ShareKind
+    cause: ShareFaultCause
+
+    @property
+    def culprit(self) -> int:
+        """The client the evidence blames: the holder, or the owner (its dealer)."""
+        return self.owner if self.cause in _DEALER_FAULTS else self.holder
 
 
 @dataclass(frozen=True, eq=False)
 class AggregateOutput:
-    """The unmasked sum mod 2^bits of the inputs of ``included`` (sorted ids)."""
+    """The unmasked sum mod 2^bits of the inputs of ``included`` (sorted ids).
+
+    ``share_faults`` lists every bad share that was corrected or ignored on the way (by
+    holder, owner, kind and cause); the clients they blame are in ``culprits``. A
+    culprit's own masked input stays in the sum (it was summed before unmasking, and its
+    self mask is rebuilt from the other holders' shares).
+    """
 
     total: npt.NDArray[Any]
     included: tuple[int, ...]
+    share_faults: tuple[ShareFault, ...] = ()
+
+    @property
+    def culprits(self) -> tuple[int, ...]:
+        """Sorted ids of the clients blamed for at least one bad share."""
+        return tuple(sorted({fault.culprit for fault in self.share_faults}))
 
 
 class SecAggServer:
@@ -122,8 +187,11 @@ class SecAggServer:
         self.client_aborts: dict[int, ClientAbort] = {}
         self.ignored_messages = 0
         self.faulty: set[int] = set()
+        self.share_faults: tuple[ShareFault, ...] = ()
         self._keys: dict[int, AdvertiseKeys] = {}
         self._shares_out: dict[int, EncryptedShares] = {}
+        # dealer -> (its receivers, sorted; their commitment pairs, one 64-byte row each)
+        self._commitments: dict[int, tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]] = {}
         self._u1: tuple[int, ...] = ()
         self._u2: tuple[int, ...] = ()
         self._u3: tuple[int, ...] = ()
@@ -330,6 +398,9 @@ class SecAggServer:
         if len(receivers) != len(expected) or set(receivers) != expected:
             self.faulty.add(sender)  # an honest client encrypts to exactly these holders
             return
+        if any(len(blob) <= binding.COMMITMENTS_BYTES for _, blob in message.ciphertexts):
+            self.faulty.add(sender)  # no room for the share commitments
+            return
         self._shares_out[sender] = message
 
     def _close_share(self) -> dict[int, ServerMessage]:
@@ -338,9 +409,14 @@ class SecAggServer:
         self._u2 = u2
         inbox: dict[int, list[tuple[int, bytes]]] = {c: [] for c in u2}
         for sender in u2:
-            for receiver, ciphertext in self._shares_out[sender].ciphertexts:
-                if receiver in inbox:
-                    inbox[receiver].append((sender, ciphertext))
+            delivered = [
+                (receiver, ciphertext)
+                for receiver, ciphertext in self._shares_out[sender].ciphertexts
+                if receiver in inbox
+            ]
+            for receiver, ciphertext in delivered:
+                inbox[receiver].append((sender, ciphertext))
+            self._keep_commitments(sender, delivered)
         self._shares_out.clear()
         self.stage = Stage.MASK
         return {c: ShareDelivery(tuple(items)) for c, items in inbox.items()}
@@ -404,51 +480,189 @@ class SecAggServer:
         assert isinstance(message, UnmaskShares)
         self._unmask_from[sender] = message
 
-    def _collect(
+    def _gather(
         self, owners: tuple[int, ...], responses: list[UnmaskShares], seeds: bool
-    ) -> list[list[secagg.Share]]:
-        """For each owner, t valid shares from its holders, lowest x first.
+    ) -> tuple[list[list[tuple[int, bytes]]], list[dict[int, int]]]:
+        """For each owner: every (x, share bytes) its holders revealed, and x -> holder.
 
-        Only as many shares as needed are parsed; a malformed share, or one whose x does
-        not match its holder, is skipped and the next holder's share is used instead.
+        A holder's x comes from the graph, not from the share: a share claiming another x
+        is malformed for this slot. Shares revealed by non-holders are ignored.
         """
-        t, graph = self.config.threshold, self.graph
-        raw: dict[int, list[tuple[int, bytes]]] = {o: [] for o in owners}
+        graph = self.graph
         full = graph.is_full
+        sets: dict[int, list[tuple[int, bytes]]] = {o: [] for o in owners}
+        holder_of: dict[int, dict[int, int]] = {o: {} for o in owners}
         for response in responses:
             holder = response.sender
             for owner, data in response.seed_shares if seeds else response.key_shares:
-                bucket = raw.get(owner)
+                bucket = sets.get(owner)
                 if bucket is None:
                     continue
-                if full:  # x = holder + 1 for everyone
-                    bucket.append((holder + 1, data))
+                x = holder + 1 if full else graph.share_xs(owner).get(holder)
+                if x is None or x in holder_of[owner]:
+                    continue  # not a holder of this owner, or a repeated entry
+                holder_of[owner][x] = holder
+                bucket.append((x, data))
+        return [sets[o] for o in owners], [holder_of[o] for o in owners]
+
+    def _keep_commitments(self, dealer: int, delivered: list[tuple[int, bytes]]) -> None:
+        """Keep who got which commitments from ``dealer`` (for unmasking), compactly."""
+        receivers = np.array([receiver for receiver, _ in delivered], dtype=np.int64)
+        rows = np.frombuffer(
+            b"".join([ciphertext[: binding.COMMITMENTS_BYTES] for _, ciphertext in delivered]),
+            dtype=np.uint8,
+        ).reshape(-1, binding.COMMITMENTS_BYTES)
+        order = np.argsort(receivers)
+        self._commitments[dealer] = (receivers[order], rows[order])
+
+    def _dealt(self, dealer: int, holder: int) -> bytes | None:
+        """The commitment pair ``dealer`` sent ``holder``, or ``None`` if it sent none."""
+        kept = self._commitments.get(dealer)
+        if kept is None:
+            return None
+        receivers, rows = kept
+        position = int(np.searchsorted(receivers, holder))
+        if position == receivers.size or receivers[position] != holder:
+            return None
+        return bytes(rows[position])
+
+    def _opens(self, owner: int, holder: int, kind: ShareKind, opening: bytes) -> bool:
+        """Whether ``opening`` opens the commitment ``owner`` published for ``holder``."""
+        pair = self._dealt(owner, holder)
+        if pair is None:
+            return False  # the owner dealt this holder nothing
+        seeds = kind is ShareKind.SELF_MASK_SEED
+        label = binding.SEED_COMMITMENT_LABEL if seeds else binding.KEY_COMMITMENT_LABEL
+        commitment = pair[: binding.COMMITMENT_BYTES] if seeds else pair[binding.COMMITMENT_BYTES :]
+        assert self.session_id is not None
+        computed = binding.opening_commitment(label, self.session_id, owner, holder, opening)
+        return hmac.compare_digest(computed, commitment)
+
+    def _missing(
+        self,
+        owners: tuple[int, ...],
+        responses: list[UnmaskShares],
+        holder_of: list[dict[int, int]],
+        kind: ShareKind,
+    ) -> list[ShareFault]:
+        """Holders that answered but left out a share they were dealt."""
+        answered = {response.sender for response in responses}
+        full = self.graph.is_full
+        faults: list[ShareFault] = []
+        for owner, holders in zip(owners, holder_of, strict=True):
+            if full and len(holders) == len(answered):
+                continue  # everybody who answered revealed this owner's share
+            absent = answered.intersection(self.graph.holders(owner)).difference(holders.values())
+            faults.extend(
+                ShareFault(h, owner, kind, ShareFaultCause.MISSING)
+                for h in sorted(absent)
+                if h == owner or self._dealt(owner, h) is not None
+            )
+        return faults
+
+    def _decode(
+        self, sets: list[list[tuple[int, bytes]]], seeds: bool
+    ) -> list[secagg.Reconstruction]:
+        return secagg.shamir_decode_many(
+            sets,
+            threshold=self.config.threshold,
+            secret_length=SELF_MASK_SEED_BYTES if seeds else MASKING_KEY_BYTES,
+            prefix_bytes=binding.OPENING_NONCE_BYTES,
+        )
+
+    def _reconstruct(
+        self, owners: tuple[int, ...], responses: list[UnmaskShares], kind: ShareKind
+    ) -> tuple[list[bytes | None], list[ShareFault], set[int]]:
+        """Every owner's secret of ``kind`` (``None`` if undecodable), the faults, suspects.
+
+        Fast path: decode every set as it arrived. Only a set with any bad share takes the
+        slow path: each opening is checked against its dealer's commitment; the ones that
+        do not open it are the holders' lies (dropped), and the set is decoded again from
+        the openings that do. Whatever is still bad then is as the dealer dealt it.
+        """
+        seeds = kind is ShareKind.SELF_MASK_SEED
+        sets, holder_of = self._gather(owners, responses, seeds)
+        results = self._decode(sets, seeds)
+        secrets: list[bytes | None] = [result.secret for result in results]
+        suspicious = [
+            i
+            for i, result in enumerate(results)
+            if result.secret is None or result.malformed or result.off_polynomial
+        ]
+        faults = self._missing(owners, responses, holder_of, kind)
+        suspects: set[int] = set()
+        if not suspicious:
+            return secrets, faults, suspects
+        threshold = self.config.threshold
+        vouched: list[list[tuple[int, bytes]]] = []  # openings that open their commitment
+        owns: list[tuple[int, bytes] | None] = []
+        for i in suspicious:
+            owner, holders, kept = owners[i], holder_of[i], []
+            own: tuple[int, bytes] | None = None
+            for x, opening in sets[i]:
+                if holders[x] == owner:
+                    own = (x, opening)  # the one share no commitment vouches for
+                elif self._opens(owner, holders[x], kind, opening):
+                    kept.append((x, opening))
                 else:
-                    x = graph.share_xs(owner).get(holder)
-                    if x is not None:  # shares from non-holders are ignored
-                        bucket.append((x, data))
-        sets = []
-        for owner in owners:
-            chosen: list[secagg.Share] = []
-            bucket = raw[owner]
-            bucket.sort(key=_first)
-            for x, data in bucket:
-                try:
-                    share = secagg.Share.from_bytes(data)
-                except secagg.ShareError:
-                    continue
-                if share.x == x and share.threshold == t:
-                    chosen.append(share)
-                    if len(chosen) == t:
-                        break
-            if len(chosen) < t:
-                raise ProtocolAborted(
-                    Stage.UNMASK.value,
-                    AbortReason.TOO_FEW_SURVIVORS,
-                    f"only {len(chosen)} of {t} valid shares of client {owner} arrived",
-                )
-            sets.append(chosen)
-        return sets
+                    faults.append(ShareFault(holders[x], owner, kind, ShareFaultCause.NOT_AS_DEALT))
+            vouched.append(kept)
+            owns.append(own)
+        # Decode with the owner's own share first (one more share of redundancy); if that
+        # fails, without it: a corrupt owner must not spoil its word with its own share.
+        with_own = [kept + ([own] if own else []) for kept, own in zip(vouched, owns, strict=True)]
+        retried = self._decode(with_own, seeds)
+        again = [
+            k
+            for k, result in enumerate(retried)
+            if result.secret is None and owns[k] is not None and len(vouched[k]) >= threshold
+        ]
+        for k, result in zip(again, self._decode([vouched[k] for k in again], seeds), strict=True):
+            if result.secret is not None:
+                retried[k], with_own[k] = result, vouched[k]
+        for i, items, result in zip(suspicious, with_own, retried, strict=True):
+            owner, holders = owners[i], holder_of[i]
+            for cause, xs in (
+                (ShareFaultCause.MALFORMED_AS_DEALT, result.malformed),
+                (ShareFaultCause.OFF_POLYNOMIAL_AS_DEALT, result.off_polynomial),
+            ):
+                faults.extend(ShareFault(holders[x], owner, kind, cause) for x in xs)
+            secrets[i] = result.secret
+            if result.secret is None:
+                liars = {f.holder for f in faults if f.owner == owner}
+                suspects |= liars
+                # With t honest openings left the dealer's own shares are inconsistent.
+                if len(items) >= threshold or not liars:
+                    suspects.add(owner)
+        return secrets, faults, suspects
+
+    def _robust_secrets(
+        self, survivors: tuple[int, ...], dropped: tuple[int, ...], responses: list[UnmaskShares]
+    ) -> tuple[list[bytes], list[bytes]]:
+        """Self-mask seeds of ``survivors`` and masking keys of ``dropped``, or a typed abort."""
+        seeds, seed_faults, seed_suspects = self._reconstruct(
+            survivors, responses, ShareKind.SELF_MASK_SEED
+        )
+        keys, key_faults, key_suspects = self._reconstruct(
+            dropped, responses, ShareKind.MASKING_KEY
+        )
+        self.share_faults = (*seed_faults, *key_faults)
+        self.faulty |= {fault.culprit for fault in self.share_faults}
+        owners_and_secrets = (
+            *zip(survivors, seeds, strict=True),
+            *zip(dropped, keys, strict=True),
+        )
+        failed = [owner for owner, secret in owners_and_secrets if secret is None]
+        if failed:
+            suspects = seed_suspects | key_suspects
+            raise ProtocolAborted(
+                Stage.UNMASK.value,
+                AbortReason.TOO_MANY_BAD_SHARES,
+                f"the secrets of clients {failed} cannot be decoded from the shares that "
+                f"arrived; suspects: {sorted(suspects)}",
+                suspects=tuple(suspects),
+            )
+        return _all_bytes(seeds), _all_bytes(keys)
 
     def _close_unmask(self) -> None:
         assert self.session_id is not None
@@ -456,13 +670,7 @@ class SecAggServer:
         self._require(responders, Stage.UNMASK)
         responses = [self._unmask_from[c] for c in responders]
         bits, survivors, dropped = self.config.bits, self._u3, self._dropped
-        try:
-            seeds = secagg.shamir_combine_many(self._collect(survivors, responses, True))
-            keys = secagg.shamir_combine_many(self._collect(dropped, responses, False))
-        except secagg.ShareError as exc:
-            raise ProtocolAborted(
-                Stage.UNMASK.value, AbortReason.RECONSTRUCTION_FAILED, str(exc)
-            ) from None
+        seeds, keys = self._robust_secrets(survivors, dropped, responses)
         acc = self._acc
         assert acc is not None
         secagg.add_masks(acc, seeds, [-1] * len(seeds), bits=bits, domain=binding.SELF_MASK_DOMAIN)
@@ -500,5 +708,11 @@ class SecAggServer:
         if bits not in (32, 64):
             np.bitwise_and(acc, acc.dtype.type(secagg.ring_mask(bits)), out=acc)
         acc.flags.writeable = False
-        self._output = AggregateOutput(acc, survivors)
+        self._output = AggregateOutput(acc, survivors, self.share_faults)
         self.finished = True
+
+
+def _all_bytes(secrets: Sequence[bytes | None]) -> list[bytes]:
+    out = [secret for secret in secrets if secret is not None]
+    assert len(out) == len(secrets)  # guaranteed by the caller's abort on failures
+    return out

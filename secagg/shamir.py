@@ -20,6 +20,17 @@ share except with probability about 2^-64. Either failure raises :class:`ShareEr
 never a silently wrong secret. The tag is revealed only together with the secret, so
 t - 1 shares still reveal nothing about the secret.
 
+Robust reconstruction. :func:`shamir_decode_many` takes every share that arrived (as
+encoded bytes, each with the x its holder must have) and treats the set as a word of the
+Reed-Solomon code RS[m, t] it is: it corrects up to floor((m - t) / 2) well-formed but
+wrong shares and names them, drops malformed ones (erasures), and reports a set it cannot
+decode instead of guessing. The fast path is the plain one (two random parity checks, then
+Lagrange); only sets that fail it are decoded, by syndromes and a batched
+Berlekamp-Massey over all failing secrets at once (see :func:`_locate_errors`). A decoded
+secret is accepted only if the shares off the error locator are consistent *and* the
+integrity tag holds, so more errors than the code corrects end in a reported failure,
+not in a wrong secret (escape probability about 2^-64 per set).
+
 Randomness. Polynomial coefficients are uniform in GF(p) by rejection sampling of
 ``os.urandom`` words.
 """
@@ -45,9 +56,11 @@ __all__ = [
     "MAX_SHARES",
     "MIN_SECRET_BYTES",
     "PRIME",
+    "Reconstruction",
     "Share",
     "shamir_combine",
     "shamir_combine_many",
+    "shamir_decode_many",
     "shamir_split",
     "shamir_split_many",
 ]
@@ -222,19 +235,28 @@ def _encode(secrets_of_one_length: Sequence[bytes]) -> Matrix:
     return padded.reshape(bits.shape[0], chunks, _CHUNK_BITS) @ _BIT_WEIGHTS
 
 
-def _decode(chunks: Matrix, length: int) -> list[bytes]:
-    """Inverse of :func:`_encode`; raises :class:`ShareError` if any tag or padding is off."""
+def _decode_rows(chunks: Matrix, length: int) -> list[bytes | None]:
+    """Inverse of :func:`_encode` per row; ``None`` for a row whose tag or padding is off."""
     payload_bits = 8 * (length + _TAG_BYTES)
     bits = (chunks[:, :, None] >> np.arange(_CHUNK_BITS, dtype=np.uint64)) & _U64(1)
     bits = bits.reshape(chunks.shape[0], -1)
     # Chunks >= 2^30 or set padding bits cannot come from a valid set of shares.
     valid = (chunks < (1 << _CHUNK_BITS)).all(axis=1) & ~bits[:, payload_bits:].any(axis=1)
     payload = np.packbits(bits[:, :payload_bits].astype(np.uint8), axis=1, bitorder="little")
-    secrets_out = []
+    secrets_out: list[bytes | None] = []
     for row, ok in zip(payload, np.atleast_1d(valid).tolist(), strict=True):
         raw = row.tobytes()
         secret, tag = raw[:length], raw[length:]
-        if not ok or not hmac.compare_digest(_tag(secret), tag):
+        good = ok and hmac.compare_digest(_tag(secret), tag)
+        secrets_out.append(secret if good else None)
+    return secrets_out
+
+
+def _decode(chunks: Matrix, length: int) -> list[bytes]:
+    """Inverse of :func:`_encode`; raises :class:`ShareError` if any tag or padding is off."""
+    secrets_out = []
+    for secret in _decode_rows(chunks, length):
+        if secret is None:
             raise ShareError(
                 "reconstructed secret fails its integrity check: a share was tampered with "
                 "or shares of different secrets were mixed"
@@ -480,3 +502,274 @@ def shamir_combine_many(share_sets: Sequence[Sequence[Share]]) -> list[bytes]:
 def shamir_combine(shares: Sequence[Share]) -> bytes:
     """Reconstruct the secret from at least t shares; see :func:`shamir_combine_many`."""
     return shamir_combine_many([shares])[0]
+
+
+# --- robust reconstruction --------------------------------------------------------------
+
+
+@dataclass(frozen=True, repr=False)
+class Reconstruction(RefusesPickling):
+    """What :func:`shamir_decode_many` made of one share set.
+
+    ``secret`` is the reconstructed secret, or ``None`` when the set cannot be decoded
+    (fewer than t usable shares, or more wrong shares than the code corrects). Every
+    share is accounted for by its x: ``malformed`` lists shares that are not a
+    well-formed share of this slot (bad encoding, another x, threshold or secret length,
+    a value outside the field) and are never used; ``off_polynomial`` lists well-formed
+    shares the decoded polynomial does not pass through. ``off_polynomial`` is filled
+    only when ``secret`` is not ``None``: a failed decoding locates nothing one could
+    rely on, so nobody is named from it.
+    """
+
+    secret: bytes | None
+    malformed: tuple[int, ...]
+    off_polynomial: tuple[int, ...]
+
+    def __repr__(self) -> str:
+        state = "decoded" if self.secret is not None else "undecodable"
+        return (
+            f"Reconstruction({state}, malformed={self.malformed}, "
+            f"off_polynomial={self.off_polynomial})"
+        )
+
+
+def _parity_matrix(xs: Matrix, threshold: int) -> Matrix:
+    """All m - t Reed-Solomon parity checks h_k,i = v_i x_i^k of the points xs (k < m - t)."""
+    differences = (xs[:, None] + _P - xs[None, :]) % _P
+    np.fill_diagonal(differences, 1)
+    weights = _inverse(_row_products(differences))
+    return _mulmod(_vandermonde(xs, xs.size - threshold).T, weights[None, :])
+
+
+def _locate_errors(
+    xs: Matrix, threshold: int, words: Matrix
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Error positions of B received words of RS[m, t] at the points xs, all at once.
+
+    ``words`` is (m, B). Returns ``(errors, located)``: ``errors[i, b]`` marks position i
+    of word b as wrong, ``located[b]`` says the locator is trustworthy (its degree is at
+    most floor((m - t) / 2) and it has exactly that many roots among the points).
+
+    Syndrome decoding of a generalized Reed-Solomon code: with the parity checks of
+    :func:`_parity_matrix`, the syndromes of an error e on positions E are
+    S_k = sum_{i in E} (v_i e_i) x_i^k, a sum of |E| geometric sequences, so
+    Berlekamp-Massey finds the error locator prod_{i in E} (1 - x_i z) from 2|E| <= m - t
+    syndromes; its roots are the 1 / x_i of the wrong positions (Chien search). The
+    Berlekamp-Massey iterations run over all B words at once (``np.where`` instead of
+    branches), O(B (m - t)^2) work. Written here because library decoders (e.g. galois'
+    ReedSolomon) handle cyclic codes evaluated at powers of a primitive element, while
+    Shamir shares sit at arbitrary points x (a generalized RS code) and come in batches.
+    Correctness does not rest on this function: the caller accepts a
+    result only if the remaining shares are consistent and the integrity tag holds.
+    """
+    m, batch = words.shape
+    checks = m - threshold
+    syndromes = _matmul_mod(_parity_matrix(xs, threshold), words).T  # (B, checks)
+    width = checks + 2  # deg of C and of z^k B stays <= checks (Massey's invariants)
+    locator = np.zeros((batch, width), dtype=np.uint64)
+    locator[:, 0] = 1
+    previous = locator.copy()
+    length = np.zeros(batch, dtype=np.int64)
+    last_discrepancy = np.ones(batch, dtype=np.uint64)
+    for k in range(checks):
+        window = syndromes[:, k::-1]  # S_k, ..., S_0
+        discrepancy = _mulmod(locator[:, : k + 1], window).sum(axis=1) % _P
+        previous = np.roll(previous, 1, axis=1)
+        previous[:, 0] = 0
+        update = discrepancy != 0
+        factor = _mulmod(discrepancy, _inverse(last_discrepancy))
+        snapshot = locator
+        corrected = (locator + _P - _mulmod(previous, factor[:, None])) % _P
+        locator = np.where(update[:, None], corrected, locator)
+        grow = update & (2 * length <= k)
+        length = np.where(grow, k + 1 - length, length)
+        previous = np.where(grow[:, None], snapshot, previous)
+        last_discrepancy = np.where(grow, discrepancy, last_discrepancy)
+    at_inverse_points = _matmul_mod(_vandermonde(_inverse(xs), width), locator.T)  # (m, B)
+    errors = at_inverse_points == 0
+    located = (2 * length <= checks) & (errors.sum(axis=0) == length)
+    return errors, located
+
+
+def _weights_and_lagrange(xs: Matrix) -> tuple[Matrix, Matrix]:
+    """Parity weights v_i = 1 / prod_{j != i} (x_i - x_j) and Lagrange-at-0 coefficients.
+
+    Both come from one field inversion (of the row products and of the xs together):
+    l_i = prod_{j != i} (-x_j) / (x_i - x_j) = (-1)^(m-1) (prod_j x_j / x_i) v_i. Using all
+    m points is exact for shares that passed the parity checks (their degree-(m-1)
+    interpolant is the degree-(t-1) polynomial itself), and it saves the per-x-set
+    inversions that dominate many small groups (SecAgg+).
+    """
+    m = xs.size
+    differences = (xs[:, None] + _P - xs[None, :]) % _P
+    np.fill_diagonal(differences, 1)
+    inverses = _inverse(np.concatenate([_row_products(differences), xs]))
+    weights, inverse_xs = inverses[:m], inverses[m:]
+    product = _row_products(xs[None, :])[0]
+    lagrange = _mulmod(_mulmod(weights, inverse_xs), product)
+    if (m - 1) % 2:
+        lagrange = (_P - lagrange) % _P
+    return weights, lagrange
+
+
+def _checked_interpolation(
+    xs: Matrix, threshold: int, values: Matrix
+) -> tuple[npt.NDArray[np.bool_], Matrix]:
+    """Per secret of the (m, S, c) values: (lie on one polynomial of degree < t, f(0)).
+
+    The check is two random combinations of the m - t parity checks (as in
+    :func:`_consistency_checks`); f(0) is only meaningful where the check passed.
+    """
+    m, secrets, columns = values.shape
+    weights, lagrange = _weights_and_lagrange(xs)
+    flat = values.reshape(m, -1)
+    at_zero = _matmul_mod(lagrange[None, :], flat).reshape(secrets, columns)
+    if m <= threshold:
+        return np.ones(secrets, dtype=np.bool_), at_zero
+    combination = _uniform_field_elements(2 * (m - threshold)).reshape(2, -1)
+    checks = _mulmod(_matmul_mod(combination, _vandermonde(xs, m - threshold).T), weights[None, :])
+    inconsistent = np.asarray(
+        _matmul_mod(checks, flat).reshape(2, secrets, columns).any(axis=(0, 2))
+    )
+    return np.logical_not(inconsistent), at_zero
+
+
+def _solve_group(
+    xs: Matrix, threshold: int, values: Matrix
+) -> tuple[Matrix, npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Decode S secrets shared at the same m points: (chunks, solved, off-polynomial).
+
+    Fast path first: sets that pass the random parity checks are interpolated directly.
+    Only the others are decoded; their wrong shares are located on one random linear
+    combination of each secret's chunk columns (fresh OS randomness, so a wrong share
+    escapes location with probability 1/p and then only makes the verification fail),
+    and each secret is re-interpolated from its own remaining shares and re-checked.
+    """
+    m, secrets, columns = values.shape
+    chunks = np.zeros((secrets, columns), dtype=np.uint64)
+    off = np.zeros((m, secrets), dtype=np.bool_)
+    clean, at_zero = _checked_interpolation(xs, threshold, values)
+    solved = clean.copy()
+    chunks[clean] = at_zero[clean]
+    dirty = np.flatnonzero(~clean)
+    if dirty.size == 0:
+        return chunks, solved, off
+    combination = _uniform_field_elements(columns)[:, None]
+    words = _matmul_mod(values[:, dirty].reshape(-1, columns), combination).reshape(m, -1)
+    errors, located = _locate_errors(xs, threshold, words)
+    by_survivors: dict[bytes, list[int]] = {}
+    for position in np.flatnonzero(located).tolist():
+        by_survivors.setdefault(np.packbits(~errors[:, position]).tobytes(), []).append(position)
+    for members in by_survivors.values():
+        rows = np.flatnonzero(~errors[:, members[0]])
+        targets = dirty[members]
+        subset = values[rows][:, targets]
+        ok, got = _checked_interpolation(xs[rows], threshold, subset)
+        for k, target in enumerate(targets.tolist()):
+            if ok[k]:
+                chunks[target] = got[k]
+                solved[target] = True
+                off[:, target] = errors[:, members[k]]
+    return chunks, solved, off
+
+
+def _check_decode_arguments(threshold: object, secret_length: object) -> tuple[int, int]:
+    for value, name in ((threshold, "threshold"), (secret_length, "secret_length")):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise SecAggValueError(f"{name} must be an int, got {type(value).__name__}")
+    t, length = int(threshold), int(secret_length)  # type: ignore[call-overload]
+    if not 1 <= t <= MAX_SHARES:
+        raise SecAggValueError(f"threshold must be in [1, {MAX_SHARES}], got {t}")
+    if not MIN_SECRET_BYTES <= length <= MAX_SECRET_BYTES:
+        raise SecAggValueError(
+            f"secret_length must be in [{MIN_SECRET_BYTES}, {MAX_SECRET_BYTES}], got {length}"
+        )
+    return t, length
+
+
+def shamir_decode_many(
+    share_sets: Sequence[Sequence[tuple[int, bytes]]],
+    *,
+    threshold: int,
+    secret_length: int,
+    prefix_bytes: int = 0,
+) -> list[Reconstruction]:
+    """Reconstruct one secret per set of encoded shares, correcting wrong shares.
+
+    Each set lists ``(x, encoding)`` pairs: the x the share must have (its holder's
+    position, known to the caller) and the bytes received (:meth:`Share.to_bytes`),
+    optionally behind ``prefix_bytes`` bytes this function ignores (e.g. the nonce of a
+    commitment opening; saves the caller one copy per share).
+    Every set is a t-of-n sharing of a ``secret_length``-byte secret. Malformed shares
+    are dropped; of the m well-formed ones, up to floor((m - t) / 2) wrong shares are
+    corrected and named. A set with more wrong shares is reported undecodable
+    (``secret is None``) rather than answered wrongly: an accepted secret passed the
+    consistency checks of its remaining shares and its integrity tag. Sets with the same
+    usable x-set share one parity / Lagrange computation; all work is matrix products
+    over the batch. Raises :class:`SecAggValueError` for bad arguments (not for bad
+    shares, which are the point of this function).
+    """
+    t, length = _check_decode_arguments(threshold, secret_length)
+    if isinstance(prefix_bytes, bool) or not isinstance(prefix_bytes, int) or prefix_bytes < 0:
+        raise SecAggValueError("prefix_bytes must be a non-negative int")
+    columns = chunk_count(length)
+    encoded_length = prefix_bytes + _HEADER.size + 4 * columns
+    malformed: list[list[int]] = [[] for _ in share_sets]
+    kept_set: list[int] = []
+    kept_x: list[int] = []
+    kept_data: list[bytes] = []
+    for index, items in enumerate(share_sets):
+        xs_here = [x for x, _ in items]
+        if len(set(xs_here)) != len(xs_here):
+            raise SecAggValueError(f"share set {index} names the same x twice")
+        for x, data in items:
+            if isinstance(x, bool) or not isinstance(x, int) or not 1 <= x <= MAX_SHARES:
+                raise SecAggValueError(f"share x must be an int in [1, {MAX_SHARES}]")
+            if type(data) is bytes and len(data) == encoded_length:
+                kept_set.append(index)
+                kept_x.append(x)
+                kept_data.append(data)
+            else:
+                malformed[index].append(x)
+    usable: list[list[int]] = [[] for _ in share_sets]  # row numbers into ``words``
+    words = np.zeros((0, columns), dtype=np.uint32)
+    if kept_data:
+        raw = np.frombuffer(b"".join(kept_data), dtype=np.uint8).reshape(-1, encoded_length)
+        raw = raw[:, prefix_bytes:]
+        x_array = np.array(kept_x, dtype=np.int64)
+        header = np.empty((raw.shape[0], _HEADER.size), dtype=np.uint8)
+        header[:, 0], header[:, 1] = _FORMAT_VERSION, FIELD_M31
+        header[:, 2], header[:, 3] = x_array >> 8, x_array & 0xFF
+        header[:, 4], header[:, 5], header[:, 6] = t >> 8, t & 0xFF, length
+        words = raw[:, _HEADER.size :].copy().view(_WORD)
+        well_formed = (raw[:, : _HEADER.size] == header).all(axis=1) & (words < PRIME).all(axis=1)
+        order = np.lexsort((x_array, np.array(kept_set, dtype=np.int64)))
+        for row in order.tolist():
+            if well_formed[row]:
+                usable[kept_set[row]].append(row)
+            else:
+                malformed[kept_set[row]].append(kept_x[row])
+
+    results: list[Reconstruction | None] = [None] * len(share_sets)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for index, rows in enumerate(usable):
+        if len(rows) < t:
+            results[index] = Reconstruction(None, tuple(sorted(malformed[index])), ())
+        else:
+            groups.setdefault(tuple(kept_x[row] for row in rows), []).append(index)
+    for x_tuple, members in groups.items():
+        xs = np.array(x_tuple, dtype=np.uint64)
+        rows_matrix = np.array([usable[index] for index in members], dtype=np.int64)
+        values = words[rows_matrix.T].astype(np.uint64)  # (m, S, c)
+        chunks, solved, off = _solve_group(xs, t, values)
+        decoded: list[bytes | None] = [None] * len(members)
+        if solved.any():
+            for position, secret in zip(
+                np.flatnonzero(solved).tolist(), _decode_rows(chunks[solved], length), strict=True
+            ):
+                decoded[position] = secret
+        for position, index in enumerate(members):
+            secret = decoded[position]
+            wrong = () if secret is None else tuple(xs[off[:, position]].astype(int).tolist())
+            results[index] = Reconstruction(secret, tuple(sorted(malformed[index])), wrong)
+    return [result for result in results if result is not None]

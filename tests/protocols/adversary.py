@@ -6,7 +6,8 @@ client sends (a transport spy), and exposes the deviations of the threat model: 
 dropouts, equivocate key lists, replay or misroute ciphertexts, tamper with or truncate
 messages, and try to rebuild a victim's input from whatever shares it harvested.
 :class:`MaliciousClient` is the other side's double: one client that impersonates a peer,
-sends two different masked inputs, a wrong-length vector, garbage shares, shares to the
+sends two different masked inputs, a wrong-length vector, garbage shares, well-formed but
+wrong shares at unmasking, inconsistently dealt (but committed) shares, shares to the
 wrong receivers, or nothing at all.
 """
 
@@ -37,6 +38,7 @@ from protocols.messages import (
     decode,
 )
 from protocols.server import SecAggServer
+from secagg.shamir import PRIME
 
 
 @dataclass
@@ -162,10 +164,10 @@ class MaliciousServer:
             assert isinstance(reply, UnmaskShares)
             for owner, data in reply.seed_shares:
                 if owner == victim:
-                    harvest.seed_shares.append(secagg.Share.from_bytes(data))
+                    harvest.seed_shares.append(opened(data))
             for owner, data in reply.key_shares:
                 if owner == victim:
-                    harvest.key_shares.append(secagg.Share.from_bytes(data))
+                    harvest.key_shares.append(opened(data))
         return harvest
 
     def unmask_victim(self, victim: int, harvest: Harvest) -> npt.NDArray[Any] | None:
@@ -202,6 +204,11 @@ class MaliciousServer:
         return y
 
 
+def opened(opening: bytes) -> secagg.Share:
+    """The Shamir share inside a revealed or dealt opening (nonce || share)."""
+    return secagg.Share.from_bytes(binding.share_of_opening(opening))
+
+
 def _distinct(shares: list[secagg.Share]) -> list[secagg.Share]:
     by_x = {s.x: s for s in shares}
     return [by_x[x] for x in sorted(by_x)]
@@ -219,6 +226,54 @@ def replace_delivery(delivery: ShareDelivery, sender: int, ciphertext: bytes) ->
     )
 
 
+def falsify(data: bytes, delta: int = 1) -> bytes:
+    """The same revealed share, still well formed, but moved off the owner's polynomial.
+
+    The last four bytes of a revealed share are its last field element (little endian);
+    moving it by ``delta`` mod p keeps every header field and the field range intact.
+    """
+    last = int.from_bytes(data[-4:], "little")
+    moved = (last + delta) % PRIME
+    return data[:-4] + moved.to_bytes(4, "little")
+
+
+def falsify_unmask(message: UnmaskShares, *, seeds: bool, keys: bool) -> UnmaskShares:
+    """``message`` with every seed share and/or key share replaced by a wrong one."""
+    return UnmaskShares(
+        message.sender,
+        tuple((o, falsify(s) if seeds else s) for o, s in message.seed_shares),
+        tuple((o, falsify(s) if keys else s) for o, s in message.key_shares),
+    )
+
+
+def deal_inconsistently(client: SecAggClient, message: EncryptedShares, victims: int) -> bytes:
+    """``message`` re-dealt so that the first ``victims`` holders get a wrong seed share.
+
+    The corrupt dealer re-encrypts each bad share under the pair key it shares with the
+    holder and publishes a *matching* commitment, so the holder accepts it: the share is
+    only seen to be off the dealer's polynomial at unmasking.
+    """
+    assert client.session_id is not None and client._setup is not None
+    session, me = client.session_id, client.client_id
+    associated = binding.ShareAssociatedData(session, client._setup.round_number)
+    out = []
+    for index, (holder, blob) in enumerate(message.ciphertexts):
+        if index < victims:
+            key = client._share_keys[holder]
+            commitments, sealed = binding.split_committed_ciphertext(blob)
+            plain = secagg.open_sealed(
+                key, sealed, associated_data=associated(me, holder) + commitments
+            )
+            _, _, seed_opening, key_opening = binding.unpack_share_plaintext(plain)
+            seed_opening = falsify(seed_opening)
+            commitments = binding.share_commitments(session, me, holder, seed_opening, key_opening)
+            plain = binding.pack_share_plaintext(me, holder, seed_opening, key_opening)
+            ad = associated(me, holder) + commitments
+            blob = commitments + secagg.seal(key, plain, associated_data=ad)
+        out.append((holder, blob))
+    return EncryptedShares(me, tuple(out)).to_bytes()
+
+
 class MaliciousClient:
     """A client that deviates on its uploads (the malicious-client double).
 
@@ -234,6 +289,7 @@ class MaliciousClient:
         self.stage = stage
         self.move = move
         self.previous: bytes | None = None
+        self.victims = 1  # holders dealt a wrong share by the "inconsistent_dealing" move
 
     def uploads(self, message: Message, stage: Stage) -> list[bytes]:
         reply = self.honest.handle_bytes(message.to_bytes())
@@ -251,6 +307,10 @@ class MaliciousClient:
         if self.move == "garbage_shares" and isinstance(decoded, UnmaskShares):
             bad = tuple((o, bytes(len(s))) for o, s in decoded.seed_shares)
             return [UnmaskShares(me, bad, decoded.key_shares).to_bytes()]
+        if self.move == "wrong_share" and isinstance(decoded, UnmaskShares):
+            return [falsify_unmask(decoded, seeds=True, keys=True).to_bytes()]
+        if self.move == "inconsistent_dealing" and isinstance(decoded, EncryptedShares):
+            return [deal_inconsistently(self.honest, decoded, victims=self.victims)]
         if self.move == "wrong_receivers" and isinstance(decoded, EncryptedShares):
             return [EncryptedShares(me, decoded.ciphertexts[:-1]).to_bytes()]
         if self.move == "silent":
@@ -263,6 +323,8 @@ MALICIOUS_CLIENT_MOVES = (
     "two_inputs",
     "wrong_length",
     "garbage_shares",
+    "wrong_share",
+    "inconsistent_dealing",
     "wrong_receivers",
     "silent",
 )

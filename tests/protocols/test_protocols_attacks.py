@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from adversary import Harvest, MaliciousServer, digest
+from adversary import Harvest, MaliciousServer, digest, opened
 
 import secagg
 from protocols import (
@@ -46,8 +46,8 @@ def control_unmask(adv: MaliciousServer, victim: int) -> np.ndarray:
     """Positive control: what a non-checking (Flower-like) holder set would give away."""
     t = adv.config.threshold
     holders = [c for c in range(adv.config.num_clients) if c != victim][:t]
-    seed_shares = [secagg.Share.from_bytes(adv.clients[c]._received[victim][0]) for c in holders]
-    key_shares = [secagg.Share.from_bytes(adv.clients[c]._received[victim][1]) for c in holders]
+    seed_shares = [opened(adv.clients[c]._received[victim][0]) for c in holders]
+    key_shares = [opened(adv.clients[c]._received[victim][1]) for c in holders]
     harvest = Harvest(seed_shares, key_shares)
     recovered = adv.unmask_victim(victim, harvest)
     assert recovered is not None

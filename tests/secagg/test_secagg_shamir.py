@@ -22,10 +22,11 @@ from secagg import (
     ShareError,
     shamir_combine,
     shamir_combine_many,
+    shamir_decode_many,
     shamir_split,
     shamir_split_many,
 )
-from secagg.shamir import PRIME, chunk_count
+from secagg.shamir import PRIME, _solve_group, chunk_count
 
 
 def tamper(share: Share, element: int = 0, delta: int = 1) -> Share:
@@ -245,3 +246,180 @@ def test_shares_hide_payload_and_refuse_pickling() -> None:
     with pytest.raises(TypeError, match="pickle"):
         pickle.dumps(share)
     assert copy.deepcopy(share) is share
+
+
+# --- robust reconstruction (Reed-Solomon decoding) --------------------------------------
+
+
+def encoded(shares: list[Share]) -> list[tuple[int, bytes]]:
+    return [(share.x, share.to_bytes()) for share in shares]
+
+
+def wrong(data: bytes, element: int, delta: int) -> bytes:
+    """A well-formed share encoding whose element ``element`` is moved by ``delta``."""
+    share = tamper(Share.from_bytes(data), element, delta)
+    return share.to_bytes()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    length=st.integers(min_value=16, max_value=64),
+    n=st.integers(min_value=1, max_value=30),
+    data=st.data(),
+)
+def test_decode_without_errors_matches_plain_lagrange(
+    length: int, n: int, data: st.DataObject
+) -> None:
+    t = data.draw(st.integers(min_value=1, max_value=n))
+    secret = data.draw(st.binary(min_size=length, max_size=length))
+    shares = data.draw(st.permutations(shamir_split(secret, n, t)))
+    subset = shares[: data.draw(st.integers(min_value=t, max_value=n))]
+    [result] = shamir_decode_many([encoded(subset)], threshold=t, secret_length=length)
+    assert result.secret == shamir_combine(subset) == secret
+    assert result.malformed == () and result.off_polynomial == ()
+
+
+@settings(max_examples=80, deadline=None)
+@given(n=st.integers(min_value=3, max_value=40), data=st.data())
+def test_decode_corrects_up_to_half_the_redundancy_and_names_the_wrong_shares(
+    n: int, data: st.DataObject
+) -> None:
+    t = data.draw(st.integers(min_value=1, max_value=n - 2))
+    secret = os.urandom(32)
+    shares = shamir_split(secret, n, t)
+    m = data.draw(st.integers(min_value=t + 2, max_value=n))
+    items = encoded(data.draw(st.permutations(shares))[:m])
+    errors = data.draw(st.integers(min_value=1, max_value=(m - t) // 2))
+    positions = data.draw(st.permutations(range(m)))[:errors]
+    for position in positions:
+        x, raw = items[position]
+        element = data.draw(st.integers(min_value=0, max_value=chunk_count(32) - 1))
+        delta = data.draw(st.integers(min_value=1, max_value=PRIME - 1))
+        items[position] = (x, wrong(raw, element, delta))
+    [result] = shamir_decode_many([items], threshold=t, secret_length=32)
+    assert result.secret == secret
+    assert set(result.off_polynomial) == {items[p][0] for p in positions}
+    assert result.malformed == ()
+
+
+@settings(max_examples=80, deadline=None)
+@given(n=st.integers(min_value=2, max_value=30), data=st.data())
+def test_decode_beyond_capacity_never_returns_a_wrong_secret(n: int, data: st.DataObject) -> None:
+    t = data.draw(st.integers(min_value=1, max_value=n - 1))
+    secret = os.urandom(32)
+    items = encoded(shamir_split(secret, n, t))
+    errors = data.draw(st.integers(min_value=(n - t) // 2 + 1, max_value=n))
+    positions = data.draw(st.permutations(range(n)))[:errors]
+    for position in positions:
+        x, raw = items[position]
+        element = data.draw(st.integers(min_value=0, max_value=chunk_count(32) - 1))
+        items[position] = (x, wrong(raw, element, data.draw(st.integers(1, PRIME - 1))))
+    [result] = shamir_decode_many([items], threshold=t, secret_length=32)
+    assert result.secret in (None, secret)  # detected, never silently wrong
+    if result.secret is None:
+        assert result.off_polynomial == ()  # a failed decoding names nobody
+    else:  # pragma: no cover - needs a wrong share whose random combination vanishes
+        assert set(result.off_polynomial) <= {items[p][0] for p in positions}
+
+
+def test_decode_a_coordinated_shift_beyond_capacity_is_caught_by_the_tag() -> None:
+    """Colluders move their shares onto f + h, with h zero at t - 1 honest points: the
+    decoder then finds a polynomial through more than (m + t) / 2 shares that is not f.
+    Only the integrity tag stops it; nobody honest is named."""
+    n, t = 11, 5
+    secret = os.urandom(32)
+    shares = shamir_split(secret, n, t)
+    colluders = [7, 8, 9, 10]  # x = 8..11: one more than floor((11 - 5) / 2) = 3
+    anchors = np.array([1, 2, 3, 4], dtype=np.int64)  # h vanishes at 4 honest points
+
+    def h(x: int) -> int:
+        value = 1
+        for root in anchors.tolist():
+            value = value * (x - root) % PRIME
+        return value
+
+    items = encoded(shares)
+    for index in colluders:
+        x, raw = items[index]
+        share = Share.from_bytes(raw)
+        values = share.elements.astype(np.uint64)
+        values = (values + np.uint64(h(x))) % PRIME  # every chunk moved by the same h
+        items[index] = (x, replace(share, payload=values.astype("<u4").tobytes()).to_bytes())
+    [result] = shamir_decode_many([items], threshold=t, secret_length=32)
+    assert result.secret is None and result.off_polynomial == ()
+    # Control: without the tag the decoder would accept f + h and blame honest x = 5, 6, 7.
+    xs = np.arange(1, n + 1, dtype=np.uint64)
+    values = np.stack([Share.from_bytes(raw).elements for _, raw in items]).astype(np.uint64)
+    _, solved, off = _solve_group(xs, t, values[:, None, :])
+    assert solved[0] and xs[off[:, 0]].tolist() == [5, 6, 7]
+
+
+def test_decode_drops_malformed_shares_and_still_decodes() -> None:
+    n, t = 9, 3
+    secret = os.urandom(24)
+    items = encoded(shamir_split(secret, n, t))
+    too_high = bytearray(items[4][1])
+    too_high[7:11] = (PRIME).to_bytes(4, "little")
+    items[0] = (items[0][0], items[0][1][:-1])  # truncated
+    items[1] = (items[1][0], items[2][1])  # claims x = 3 in the slot of x = 2
+    items[3] = (items[3][0], shamir_split(os.urandom(24), n, t + 1)[3].to_bytes())  # t differs
+    items[4] = (items[4][0], bytes(too_high))  # a value outside the field
+    items[5] = (items[5][0], wrong(items[5][1], 2, 99))  # well formed, wrong
+    [result] = shamir_decode_many([items], threshold=t, secret_length=24)
+    assert result.secret == secret
+    assert result.malformed == (1, 2, 4, 5)
+    assert result.off_polynomial == (6,)
+
+
+def test_decode_too_few_usable_shares_is_undecodable_not_an_error() -> None:
+    secret = os.urandom(32)
+    items = encoded(shamir_split(secret, 5, 4))
+    items[0] = (items[0][0], b"junk")
+    [result] = shamir_decode_many([items[:4]], threshold=4, secret_length=32)
+    assert result.secret is None and result.malformed == (1,)
+    [exact] = shamir_decode_many([items[1:]], threshold=4, secret_length=32)
+    assert exact.secret == secret  # exactly t shares: the tag is the only check
+    items[2] = (items[2][0], wrong(items[2][1], 0, 5))
+    [tampered] = shamir_decode_many([items[1:]], threshold=4, secret_length=32)
+    assert tampered.secret is None
+    assert secret.hex() not in repr(exact) and repr(secret) not in repr(exact)
+    with pytest.raises(TypeError):
+        pickle.dumps(exact)
+
+
+def test_decode_batch_mixes_x_sets_and_error_patterns() -> None:
+    """Many secrets in one call: the batched decoder gives each its own answer."""
+    n, t = 15, 6
+    secrets = [os.urandom(32) for _ in range(40)]
+    sharings = shamir_split_many(secrets, n, t)
+    sets = []
+    expected_off = []
+    for index, shares in enumerate(sharings):
+        items = encoded(shares)
+        if index % 3 == 0:
+            items = items[1:]  # another x-set
+        bad = list(range(index % 5))  # 0..4 errors, capacity is 4 (or 4 with m = 14)
+        for position in bad:
+            x, raw = items[position]
+            items[position] = (x, wrong(raw, position % 3, index + 1))
+        sets.append(items)
+        expected_off.append(tuple(items[p][0] for p in bad))
+    results = shamir_decode_many(sets, threshold=t, secret_length=32)
+    for secret, result, off in zip(secrets, results, expected_off, strict=True):
+        assert result.secret == secret
+        assert result.off_polynomial == off
+
+
+@pytest.mark.parametrize(
+    ("sets", "kwargs", "match"),
+    [
+        ([[(1, b"")]], {"threshold": 0, "secret_length": 32}, "threshold"),
+        ([[(1, b"")]], {"threshold": 2, "secret_length": 8}, "secret_length"),
+        ([[(1, b""), (1, b"")]], {"threshold": 1, "secret_length": 32}, "same x twice"),
+        ([[(0, b"")]], {"threshold": 1, "secret_length": 32}, "share x"),
+        ([[(True, b"")]], {"threshold": 1, "secret_length": 32}, "share x"),
+    ],
+)
+def test_decode_argument_errors(sets: object, kwargs: dict[str, int], match: str) -> None:
+    with pytest.raises(SecAggValueError, match=match):
+        shamir_decode_many(sets, **kwargs)  # type: ignore[arg-type]

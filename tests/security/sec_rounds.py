@@ -280,8 +280,8 @@ class Loot:
 
 def _parse_share(data: bytes) -> secagg.Share | None:
     try:
-        return secagg.Share.from_bytes(data)
-    except secagg.ShareError:
+        return secagg.Share.from_bytes(binding.share_of_opening(data))
+    except (secagg.ShareError, DecodeError):
         return None
 
 
@@ -395,8 +395,8 @@ def control_attack(outcome: RoundOutcome, inputs: npt.NDArray[Any]) -> bool | No
         for holder in holders:
             seed_raw, key_raw = holder._received[victim]
             seed_share, key_share = (
-                secagg.Share.from_bytes(seed_raw),
-                secagg.Share.from_bytes(key_raw),
+                secagg.Share.from_bytes(binding.share_of_opening(seed_raw)),
+                secagg.Share.from_bytes(binding.share_of_opening(key_raw)),
             )
             loot.seed_shares[seed_share.x] = seed_share
             loot.key_shares[key_share.x] = key_share

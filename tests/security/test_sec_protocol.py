@@ -11,11 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import sec_stats
-from adversary import MALICIOUS_CLIENT_MOVES, Harvest, MaliciousClient, MaliciousServer
+from adversary import MALICIOUS_CLIENT_MOVES, Harvest, MaliciousClient, MaliciousServer, opened
 
 import secagg
 from protocols import (
     AbortReason,
+    AggregateOutput,
     ProtocolAborted,
     SecAggClient,
     SecAggConfig,
@@ -57,8 +58,8 @@ def test_sec_random_unmask_lies_never_unmask_a_victim(block: int) -> None:
             for c in range(t)
         ]
         control = Harvest(
-            [secagg.Share.from_bytes(seed) for seed, _ in held],
-            [secagg.Share.from_bytes(key) for _, key in held],
+            [opened(seed) for seed, _ in held],
+            [opened(key) for _, key in held],
         )
         harvest = Harvest()
         for cid in range(n):
@@ -121,8 +122,14 @@ def test_sec_malicious_client_cannot_corrupt_the_honest_sum(stage: Stage, move: 
     included = result.included
     assert np.array_equal(result.total, secagg.ring_sum(x[list(included)], 32))
     honest = set(range(7)) - {2}
-    assert honest <= set(included)  # no honest input lost to one bad client
     sec_stats.add("honest_inputs_lost", len(honest - set(included)))
+    assert honest <= set(included)  # no honest input lost to one bad client
+    blamed = (stage is Stage.UNMASK and move in ("garbage_shares", "wrong_share")) or (
+        stage is Stage.SHARE and move == "inconsistent_dealing"
+    )
+    if blamed:  # the deviating client is named, and nobody else
+        assert isinstance(result, AggregateOutput)
+        assert result.culprits == (2,)
 
 
 def test_sec_replay_after_a_client_abort_is_ignored_not_summed() -> None:
