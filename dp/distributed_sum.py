@@ -48,7 +48,8 @@ def _rotation_seed(seed: int, round_index: int) -> int:
 
 
 def noise_share_bounds(expected: int, *, dropout: float, population: int | None) -> tuple[int, int]:
-    """(noise shares the plan guarantees, most contributors the ring must hold).
+    """(noise shares the survivors guarantee statistically, most contributors the ring must
+    hold); :meth:`DistributedDpSum.plan` also caps the first by the inner stage's floor.
 
     Survivors of a Poisson cohort are Binomial(N, q(1 − p)) with q = expected / N: the
     plan guarantees their mean minus 4 standard deviations (variance E(1 − p)(1 − q(1 − p)),
@@ -165,6 +166,8 @@ class DistributedDpSum:
         n_min, n_max = noise_share_bounds(
             expected, dropout=self.dropout, population=self.population
         )
+        # the server may release any sum the inner stage allows, not only the expected one
+        n_min = max(1, min(n_min, self.inner.min_honest_contributions(expected, self.bits)))
         plan: DistributedDPPlan | None = None
         if counts:
             assert count_cap is not None

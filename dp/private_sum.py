@@ -116,6 +116,13 @@ class RingSum(Protocol):
     @property
     def remote(self) -> bool: ...
 
+    def min_honest_contributions(self, cohort_size: int, bits: int) -> int:
+        """The fewest honest inputs in any sum this stage lets the server learn from a
+        cohort of ``cohort_size`` (SecAgg: t − n_C summed over its instances). Noise
+        shares are sized for this, never for the expected survivors alone: a server may
+        declare everyone but that many dropped."""
+        ...
+
     def __call__(
         self,
         rows: RingRows,

@@ -154,6 +154,16 @@ class SecAggSum:
         """Whether the rows are computed on the carrier's hosts (then pickled)."""
         return self.carrier is not None
 
+    def min_honest_contributions(self, cohort_size: int, bits: int) -> int:
+        """t − n_C summed over the cohort's instances: the fewest honest inputs in any sum
+        the protocol lets the server unmask (:attr:`SecAggConfig.min_honest_survivors`)."""
+        if cohort_size < 2:
+            return max(0, cohort_size)
+        return sum(
+            self.config(hi - lo, bits).min_honest_survivors
+            for lo, hi in group_bounds(cohort_size, self.group_size)
+        )
+
     def config(self, n: int, bits: int) -> SecAggConfig:
         """The configuration of one instance of ``n`` devices (SecAgg+ when configured and
         the group is large enough for a sparse graph, else the full graph, t = ⌊n/2⌋ + 1).
@@ -268,6 +278,10 @@ class PlainRingSum:
     def remote(self) -> bool:
         """The rows are computed in this process."""
         return False
+
+    def min_honest_contributions(self, cohort_size: int, bits: int) -> int:
+        """No floor of its own: the server sees every row anyway (speed comparisons only)."""
+        return cohort_size
 
     def __call__(
         self,
