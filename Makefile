@@ -9,6 +9,9 @@ TORCH_PIN := torch==2.13.0
 HASH := $(shell sha256sum pyproject.toml | cut -c1-16)
 STAMP_RUN := $(VENV)/.stamp-run-$(HASH)
 STAMP_DEV := $(VENV)/.stamp-dev-$(HASH)
+FLOWER_VENV := .venv-flower
+FLOWER_PY := $(FLOWER_VENV)/bin/python
+STAMP_FLOWER := $(FLOWER_VENV)/.stamp-flower-$(HASH)
 PKGS := secagg protocols dp recsys analysis privagg examples
 
 .PHONY: demo test lint bench typecheck pytest clean security flower-venv
@@ -51,9 +54,6 @@ security: $(STAMP_DEV)
 # Flower lives in its own virtualenv: flwr 1.42.0 pins ray==2.55.1, protobuf<7 and
 # packaging<26, older than the dev extras resolve. privagg[flower] (privagg.flower) is
 # installed there; tests/flower drives it, and the Flower peer benchmarks run in it.
-FLOWER_VENV := .venv-flower
-FLOWER_PY := $(FLOWER_VENV)/bin/python
-STAMP_FLOWER := $(FLOWER_VENV)/.stamp-flower-$(HASH)
 $(FLOWER_PY):
 	$(PYTHON) -m venv $(FLOWER_VENV)
 	$(FLOWER_PY) -m pip install -q --disable-pip-version-check --upgrade pip setuptools wheel

@@ -12,6 +12,7 @@ folder is refused.
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,22 +78,31 @@ def load_signing_key(path: str | Path) -> Ed25519PrivateKey:
 
 
 def generate_signing_key(path: str | Path) -> Ed25519PrivateKey:
-    """Create a new key at ``path`` (mode 0600, never overwriting) and ``<path>.pub``."""
+    """Create a new key at ``path`` (mode 0600, never overwriting) and ``<path>.pub``.
+
+    The key is written to a private temporary file and linked into place, so a reader never
+    sees a half-written key and, of two runs generating at once, exactly one key wins
+    (:func:`resolve_signing_key` then loads the winner's)."""
     path = Path(path)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise LedgerError(f"{path} already exists; not overwriting a key") from None
+        fd, staging = tempfile.mkstemp(prefix=".ledger-key-", dir=path.parent)
     except OSError as exc:
         raise LedgerError(
             f"cannot create the ledger signing key {path}: {exc.strerror or exc} "
             "(give --signing-key FILE, or --unsigned)"
         ) from None
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
+    try:
+        with os.fdopen(fd, "wb") as fh:  # mkstemp creates it with mode 0600
+            fh.write(pem)
+        try:
+            os.link(staging, path)
+        except FileExistsError:
+            raise LedgerError(f"{path} already exists; not overwriting a key") from None
+    finally:
+        os.unlink(staging)
     Path(str(path) + ".pub").write_text(public_key_hex(key) + "\n", encoding="utf-8")
     return key
 
@@ -110,4 +120,10 @@ def resolve_signing_key(path: str | Path | None, out_dir: str | Path | None) -> 
         )
     if key_path.exists() or path is not None:
         return LedgerKey(load_signing_key(key_path), key_path, generated=False)
-    return LedgerKey(generate_signing_key(key_path), key_path, generated=True)
+    try:
+        return LedgerKey(generate_signing_key(key_path), key_path, generated=True)
+    except LedgerError:
+        if not key_path.exists():
+            raise
+        # another run generated the default key first: sign with that one
+        return LedgerKey(load_signing_key(key_path), key_path, generated=False)

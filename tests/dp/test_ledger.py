@@ -560,3 +560,22 @@ def test_train_signs_by_default_with_a_key_outside_the_run(
     assert cli.main([*small, "--unsigned", "--out", str(tmp_path / "e")]) == 0
     assert "UNSIGNED" in capsys.readouterr().out
     assert audit_ledger(tmp_path / "e" / "ledger.sqlite").key_status == "unsigned"
+
+
+def test_runs_generating_the_default_key_at_once_share_one_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep starts many trainings at once: each either generates the default key or,
+    having lost the race, signs with the winner's; never a half-written or second key."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dp.ledger.keys import default_key_path, resolve_signing_key
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    target = default_key_path()
+    with ThreadPoolExecutor(8) as pool:
+        keys = list(pool.map(lambda _: resolve_signing_key(None, None), range(16)))
+    assert len({key.public_hex for key in keys}) == 1
+    assert sum(key.generated for key in keys) == 1
+    assert oct(target.stat().st_mode & 0o777) == "0o600"
+    assert not [p for p in target.parent.iterdir() if p.name.startswith(".ledger-key-")]

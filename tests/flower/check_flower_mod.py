@@ -81,7 +81,8 @@ def test_simulation_matches_in_process_run_bit_for_bit(
 def test_simulation_charges_every_round_in_a_signed_ledger(
     simulation: flower_sim.SimulationRun,
 ) -> None:
-    audit = audit_ledger(simulation.ledger_path)
+    # verified against the key the operator pinned, not the one stored in the file
+    audit = audit_ledger(simulation.ledger_path, public_key=simulation.extra["ledger_public_key"])
     assert audit.ok, audit.problems + audit.violations
     assert audit.signed and audit.signatures_verified and audit.rows == 2
     conn = sqlite3.connect(simulation.ledger_path)  # reading needs no key

@@ -138,10 +138,12 @@ def run_flower(
             initial_parameters=ndarrays_to_parameters(initial_model()),
         )
         # The ledger's SQLite connection belongs to the ServerApp's thread: open it here.
+        signing_key = secagg.SigningKey.generate()
+        captured["ledger_public_key"] = signing_key.public_bytes.hex()
         ledger = PrivacyLedger.create(
             ledger_path,
             policy=BudgetPolicy(delta=1e-5),
-            signing_key=secagg.SigningKey.generate(),
+            signing_key=signing_key,
             run_id="flower-test",
         )
         workflow = PrivaggWorkflow(
@@ -180,6 +182,7 @@ def run_flower(
         final_model=captured.get("model", []),
         ledger_path=ledger_path,
         history=captured.get("history"),
+        extra={"ledger_public_key": captured.get("ledger_public_key")},
     )
 
 
