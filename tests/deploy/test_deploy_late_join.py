@@ -34,9 +34,7 @@ def _client(tmp: Path, target: str, cid: int) -> object:
     # a 3-device job: the safe default policy (5 % corrupt, so n_C = 1, and at least two
     # honest inputs per sum) would refuse t = 2; this test is about joining late
     policy = tmp / "policy.json"
-    policy.write_text(
-        json.dumps({"secagg": {"corrupt_fraction": 0.0, "min_honest_survivors": 2}})
-    )
+    policy.write_text(json.dumps({"secagg": {"corrupt_fraction": 0.0, "min_honest_survivors": 2}}))
     return spawn(
         [
             *PRIVAGG,
