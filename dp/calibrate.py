@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from dp.accounting.auto import AutoAccountant
 from dp.accounting.base import Accountant, EpsilonBracket
+from dp.accounting.discrete_pld import DiscretePldAccountant
 from dp.accounting.pld import PldAccountant
 from dp.accounting.rdp import RdpAccountant
 from dp.accounting.skellam_pld import SkellamPldAccountant
@@ -25,13 +26,15 @@ BACKENDS: dict[str, Callable[[], Accountant]] = {
     "rdp": RdpAccountant,
     "auto": AutoAccountant,
     "skellam-pld": SkellamPldAccountant,
+    "discrete-pld": DiscretePldAccountant,
 }
 MAX_NOISE_MULTIPLIER = 1e6
 _RELATIVE_XTOL = 1e-4
 
 
 def make_accountant(name: str = "pld") -> Accountant:
-    """A fresh accountant of the named backend (``"pld"``, ``"rdp"`` or ``"auto"``)."""
+    """A fresh accountant of the named backend (``"pld"``, ``"rdp"``, ``"auto"``,
+    ``"skellam-pld"`` or ``"discrete-pld"``)."""
     try:
         return BACKENDS[name]()
     except KeyError:
