@@ -32,9 +32,11 @@ from dp.accounting.rdp import RdpAccountant, RdpOrderWarning
 from dp.accounting.skellam_pld import SkellamPldAccountant
 from dp.accounting.stratified import num_strata, stratum_epsilons
 from dp.calibrate import (
+    calibrate_event_noise,
     calibrate_noise,
     epsilon,
     epsilon_bracket,
+    event_epsilon,
     make_accountant,
     max_sampling_rate,
     max_steps,
@@ -50,9 +52,11 @@ __all__ = [
     "RdpOrderWarning",
     "SampledMechanism",
     "SkellamPldAccountant",
+    "calibrate_event_noise",
     "calibrate_noise",
     "epsilon",
     "epsilon_bracket",
+    "event_epsilon",
     "make_accountant",
     "max_sampling_rate",
     "max_steps",

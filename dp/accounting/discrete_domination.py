@@ -319,18 +319,14 @@ def dominate(
     if not (math.isfinite(l2_sensitivity) and l2_sensitivity > 0):
         raise DPValueError(f"l2_sensitivity must be positive, got {l2_sensitivity!r}")
     # an integer coordinate of a vector of L2 norm ≤ Δ₂ (L1 ≤ Δ₁) is at most ⌊min(Δ₂, Δ₁)⌋
-    max_shift = max(1, math.floor(min(l2_sensitivity, l1_sensitivity) * (1 + 1e-15)))
+    def at_most(value: float) -> int:
+        return math.floor(value * (1 + 1e-15)) if math.isfinite(value) else dimension
+
+    max_shift = max(1, at_most(min(l2_sensitivity, l1_sensitivity)))
     if max_coordinate is not None:
         max_shift = min(max_shift, max_coordinate)
     # nonzero integer coordinates: each adds ≥ 1 to ‖x‖₂² and to ‖x‖₁
-    shifted = max(
-        1,
-        min(
-            dimension,
-            math.floor(l2_sensitivity**2 * (1 + 1e-15)),
-            math.floor(l1_sensitivity * (1 + 1e-15)),
-        ),
-    )
+    shifted = max(1, min(dimension, at_most(l2_sensitivity**2), at_most(l1_sensitivity)))
     bound = unit_shift_bound(kind, variance, max_shift)
     mixture = -math.expm1(-mixture_log_ratio) if math.isfinite(mixture_log_ratio) else 1.0
     eta = shifted * (bound.tail_mass + mixture)
