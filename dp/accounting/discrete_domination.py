@@ -49,7 +49,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import special
 
-from dp.errors import DPValueError
+from dp.errors import DPValueError, UnsupportedEventError
 
 FloatArray = NDArray[np.float64]
 
@@ -185,28 +185,34 @@ def _phi(x: FloatArray) -> FloatArray:
 
 
 def _dense_bound(law: NoiseLaw, m_max: int) -> tuple[float, int]:
-    """max over m ∈ [−1, m_max] of an upper bound on g(m+1) − g(m), point by point."""
+    """max over m ∈ [−1, m_max] of an upper bound on g(m+1) − g(m), point by point (in log
+    space: tails far below the float range stay exact)."""
     j_max = m_max + 2 + _overshoot(law.scale)
     tail_cut = law.log_tail(float(j_max + 1))
     j = np.arange(0, j_max + 1, dtype=np.float64)
-    p = np.exp(law.log_pmf(j))
-    p_hi = p * (1.0 + law.pmf_relative_error + _P_MARGIN)
-    # suffix[i] = Σ_{i ≤ j ≤ j_max} p(j): a lower bound on P(Z ≥ i) (the rest is cut)
-    suffix = np.cumsum(p[::-1])[::-1]
+    lp = law.log_pmf(j)
+    if np.isnan(lp).any():
+        raise DPValueError(f"{law.name} pmf could not be evaluated on the certified range")
+    slack = math.log1p(law.pmf_relative_error + _P_MARGIN)
+    # log suffix[i] = log Σ_{i ≤ j ≤ j_max} p(j): a lower bound on log P(Z ≥ i)
+    log_suffix = np.logaddexp.accumulate(lp[::-1])[::-1]
     rel = (j_max + 4) * _EPS + law.pmf_relative_error + _P_MARGIN
-    r_lo = suffix * (1.0 - rel)
-    r_hi = (suffix + math.exp(tail_cut)) * (1.0 + rel)
+    log_r_lo = log_suffix + math.log1p(-rel)
+    log_r_hi = np.logaddexp(log_suffix, tail_cut) + math.log1p(rel)
     # g(m) = Φ⁻¹(P(Z ≤ m)) = −Φ⁻¹(P(Z ≥ m+1)) for m ≥ 0
-    g_hi = -special.ndtri(r_lo[1:])  # upper bounds on g(0..j_max−1)
-    g_lo = -special.ndtri(np.minimum(r_hi[1:], 0.5))  # lower bounds on g(0..j_max−1)
+    g_hi = -special.ndtri_exp(log_r_lo[1:])  # upper bounds on g(0..j_max−1)
+    g_lo = -special.ndtri_exp(np.minimum(log_r_hi[1:], -math.log(2.0)))  # lower bounds
     m = np.arange(0, m_max + 1)  # the cumulative sums run further: accurate tails here
-    err = 1e-14 * (1.0 + np.abs(g_hi[m + 1]))
-    diff = g_hi[m + 1] - g_lo[m] + err
-    mills = p_hi[m + 1] / _phi(g_hi[m + 1])
-    inc = np.minimum(diff, mills)
+    upper = g_hi[m + 1]
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = 1e-14 * (1.0 + np.abs(upper))
+        diff = upper - g_lo[m] + err
+        mills = np.exp(lp[m + 1] + slack + 0.5 * upper * upper + _LOG_SQRT_2PI)
+    inc = np.fmin(np.where(np.isnan(diff), np.inf, diff), np.where(np.isnan(mills), np.inf, mills))
     # m = −1: g(0) − g(−1) = 2 g(0) (symmetry), and ≤ p(0)/φ(g(0))
-    g0 = float(-special.ndtri(max((1.0 - float(p_hi[0])) / 2.0, 0.0)))
-    center = min(2.0 * g0 + 1e-15, float(p_hi[0]) / float(_phi(np.array([g0]))[0]))
+    p0_hi = math.exp(float(lp[0]) + slack)
+    g0 = float(-special.ndtri(max((1.0 - p0_hi) / 2.0, 0.0)))
+    center = min(2.0 * g0 + 1e-15, p0_hi * math.exp(0.5 * g0 * g0 + _LOG_SQRT_2PI))
     return max(float(inc.max()), center), int(j.size)
 
 
@@ -256,8 +262,9 @@ def _block_bound(law: NoiseLaw, m_max: int) -> tuple[float, int]:
     right = tail_lo[1 : used + 1]
     g_hat = -special.ndtri(np.minimum(right, 0.5))
     p_hi = p_left[:used] * (1.0 + law.pmf_relative_error + _P_MARGIN)
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         inc = p_hi / _phi(g_hat)
+    inc = np.where(np.isnan(inc), np.inf, inc)
     return float(inc.max()), int(a.size)
 
 
@@ -318,6 +325,7 @@ def dominate(
     ``max_coordinate`` caps |x_i| when the encoder guarantees less (0/1 counts: 1)."""
     if not (math.isfinite(l2_sensitivity) and l2_sensitivity > 0):
         raise DPValueError(f"l2_sensitivity must be positive, got {l2_sensitivity!r}")
+
     # an integer coordinate of a vector of L2 norm ≤ Δ₂ (L1 ≤ Δ₁) is at most ⌊min(Δ₂, Δ₁)⌋
     def at_most(value: float) -> int:
         return math.floor(value * (1 + 1e-15)) if math.isfinite(value) else dimension
@@ -328,6 +336,11 @@ def dominate(
     # nonzero integer coordinates: each adds ≥ 1 to ‖x‖₂² and to ‖x‖₁
     shifted = max(1, min(dimension, at_most(l2_sensitivity**2), at_most(l1_sensitivity)))
     bound = unit_shift_bound(kind, variance, max_shift)
+    if not math.isfinite(bound.unit_mu):
+        raise UnsupportedEventError(
+            f"noise variance {variance:g} is too small for a Gaussian domination (the lattice "
+            "dominates); use the RDP accountant"
+        )
     mixture = -math.expm1(-mixture_log_ratio) if math.isfinite(mixture_log_ratio) else 1.0
     eta = shifted * (bound.tail_mass + mixture)
     return GaussianDomination(

@@ -46,11 +46,15 @@ DELTA = 1e-5
 
 # ------------------------------------------------------------------------ exact helpers
 def pmf(kind: str, variance: float, half: int) -> np.ndarray[Any, Any]:
-    """The pmf on −half..half (the cut-off tails are returned separately by ``tail``)."""
+    """The pmf on −half..half (what lies beyond is charged by the callers)."""
     k = np.arange(-half, half + 1, dtype=np.float64)
     if kind == "dg":
-        return np.exp(-k * k / (2 * variance) - discrete_gaussian_log_norm(variance))
-    return special.ive(np.abs(k), variance)
+        out: np.ndarray[Any, Any] = np.exp(
+            -k * k / (2 * variance) - discrete_gaussian_log_norm(variance)
+        )
+        return out
+    out = np.asarray(special.ive(np.abs(k), variance), dtype=np.float64)
+    return out
 
 
 def shifts(dim: int, l2_sq: int) -> list[tuple[int, ...]]:
@@ -83,7 +87,10 @@ def exact_hockey_stick(
 
 def gaussian_hockey_stick(mu: float, eps: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     """δ(ε) of N(μ, 1) vs N(0, 1), every ε (negative included)."""
-    return stats.norm.cdf(-eps / mu + mu / 2) - np.exp(eps) * stats.norm.cdf(-eps / mu - mu / 2)
+    out: np.ndarray[Any, Any] = stats.norm.cdf(-eps / mu + mu / 2) - np.exp(eps) * stats.norm.cdf(
+        -eps / mu - mu / 2
+    )
+    return out
 
 
 EPS_GRID = np.concatenate([-np.geomspace(3.0, 1e-3, 12), [0.0], np.geomspace(1e-3, 6.0, 30)])
@@ -113,7 +120,9 @@ def test_domination_holds_for_every_integer_shift(
     p = pmf(kind, variance, _half(variance))
     cut = 1.0 - p.sum()  # mass outside ±half: at most this much δ is missing per coordinate
     dom = leaf_domination(
-        DiscreteGaussianEvent(l2_sensitivity=math.sqrt(l2_sq), sigma=math.sqrt(variance), dimension=dim)
+        DiscreteGaussianEvent(
+            l2_sensitivity=math.sqrt(l2_sq), sigma=math.sqrt(variance), dimension=dim
+        )
         if kind == "dg"
         else DistributedSkellamEvent(
             l2_sensitivity=math.sqrt(l2_sq),
@@ -265,7 +274,13 @@ def test_large_sigma_limit_is_the_continuous_gaussian(z: float, q: float, steps:
 
 def test_unit_shift_bound_tends_to_the_gaussian_value() -> None:
     """μ₁·s → 1: exactly 1 for a continuous Gaussian; ≤ 0.5 % above for large noise."""
-    for kind, variance in [("dg", 1e2), ("dg", 1e6), ("dg", 5e15), ("skellam", 1e4), ("skellam", 1e8)]:
+    for kind, variance in [
+        ("dg", 1e2),
+        ("dg", 1e6),
+        ("dg", 5e15),
+        ("skellam", 1e4),
+        ("skellam", 1e8),
+    ]:
         b = unit_shift_bound(kind, variance, 10)
         assert 1.0 <= b.unit_mu * math.sqrt(variance) <= 1.005
         assert b.tail_mass <= TAIL_MASS
@@ -369,8 +384,8 @@ def test_monotone_in_sigma_q_and_steps(log_sigma: float, q: float, steps: int) -
             min_contributors=16,
             expected_contributors=20,
         )
-        return DiscretePldAccountant().compose(PoissonSampledEvent(rate, leaf), t).get_epsilon(
-            DELTA
+        return (
+            DiscretePldAccountant().compose(PoissonSampledEvent(rate, leaf), t).get_epsilon(DELTA)
         )
 
     sigma = math.exp(log_sigma)
@@ -384,16 +399,16 @@ def test_monotone_in_sigma_q_and_steps(log_sigma: float, q: float, steps: int) -
 
 
 def test_function_api_and_calibration_use_it() -> None:
-    plan_args = dict(
-        dimension=1000,
-        expected_contributors=1000,
-        min_contributors=800,
-        clip_norm=1.0,
-        bits=32,
-    )
-
     def event_of(z: float) -> Any:
-        plan = plan_distributed_dp(noise_multiplier=z, sampling_probability=0.08, **plan_args)
+        plan = plan_distributed_dp(
+            dimension=1000,
+            expected_contributors=1000,
+            min_contributors=800,
+            clip_norm=1.0,
+            bits=32,
+            noise_multiplier=z,
+            sampling_probability=0.08,
+        )
         return plan.event(secure=True)
 
     eps = dp.event_epsilon(event_of(8.0), steps=60, delta=DELTA)
@@ -405,3 +420,13 @@ def test_function_api_and_calibration_use_it() -> None:
     assert dp.event_epsilon(event_of(z * 0.995), steps=60, delta=DELTA) > 1.0
     gauss = dp.calibrate_noise(target_epsilon=1.0, delta=DELTA, sampling_rate=0.08, steps=60)
     assert z == pytest.approx(gauss, rel=0.01)
+
+
+def test_vanishing_noise_is_refused_not_a_crash() -> None:
+    """A calibration's lower end can ask for almost no noise: a typed refusal (auto then
+    answers with RDP), never a float warning or a division by zero."""
+    tiny = DiscreteGaussianEvent(l2_sensitivity=2.0, sigma=0.03, dimension=8)
+    assert not DiscretePldAccountant().supports(tiny)
+    assert AutoAccountant().compose(PoissonSampledEvent(0.1, tiny)).active_backend == "rdp"
+    with pytest.raises(UnsupportedEventError, match="too small"):
+        DiscretePldAccountant().compose(tiny)
