@@ -221,7 +221,7 @@ def sampled_discrete(args: argparse.Namespace) -> dict[str, Any]:
             return acc.get_epsilon(delta)
 
         runs, eps = _times(query, 5)
-        auto = dp.make_accountant("auto").compose(event, steps)
+        auto = dp.AutoAccountant().compose(event, steps)
         before = dp.event_epsilon(event, steps=steps, delta=delta, accountant="rdp")
         gauss, gauss_s, vdi = _dpacc_gaussian(q, z, steps, delta)
         own_gauss = dp.epsilon(noise_multiplier=z, sampling_rate=q, steps=steps, delta=delta)
@@ -265,8 +265,12 @@ def sampled_discrete(args: argparse.Namespace) -> dict[str, Any]:
             )
 
         seconds, z_after = _time(calibrate, 1)
+
+        def event_of(z: float, kind: str = kind, q: float = q) -> Any:
+            return _discrete_event(kind, z, q)
+
         z_rdp = dp.calibrate_event_noise(
-            lambda z, kind=kind, q=q: _discrete_event(kind, z, q),
+            event_of,
             target_epsilon=target,
             delta=1e-5,
             steps=steps,
