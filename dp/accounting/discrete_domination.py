@@ -31,7 +31,7 @@ references in ``docs/accounting.md``, section "Sampled distributed discrete rele
 (log-concavity gives chord lower bounds on tail sums; Chernoff bounds cover what is cut) and
 every increment g(m+1) − g(m) is bounded above by p(m+1)/φ(g(m+1)) (mean value theorem
 on Φ̄⁻¹) or by the difference of outward-rounded quantiles. Small noise scales are computed
-point by point; large ones on blocks whose widths keep the blocking overhead below 0.2 %.
+point by point; large ones on blocks whose widths keep the blocking overhead near 0.3 %.
 
 Why hand-written: no library has a privacy loss distribution for sums of discrete Gaussians
 or for the multidimensional Skellam; dp_accounting's PLDs cover one-dimensional pmfs, whose
@@ -63,8 +63,9 @@ _P_MARGIN = 1e-10
 _MU_MARGIN = 1e-9
 _EPS = float(np.finfo(np.float64).eps)
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
-# Skellam pmfs come from scipy's exponentially scaled Bessel function, which is accurate
-# (checked against mpmath in the tests) up to this variance and returns NaN beyond.
+# Skellam pmfs come from scipy's exponentially scaled Bessel function, accurate to ≤ 1.3e-11
+# relative (60-digit quadrature of (1/π)∫₀^π e^{μ(cos θ−1)} cos kθ dθ, in the tests) up to
+# this variance; it returns NaN from 10¹⁰ on.
 MAX_SKELLAM_VARIANCE = 1e9
 
 
@@ -135,7 +136,7 @@ def skellam_law(variance: float) -> NoiseLaw:
         scale=math.sqrt(variance),
         log_pmf=log_pmf,
         log_tail=lambda t: skellam_log_tail(variance, t),
-        pmf_relative_error=1e-11,
+        pmf_relative_error=1e-9,  # measured ≤ 1.3e-11 against 60-digit quadrature
         dense_points=1 << 16,
     )
 

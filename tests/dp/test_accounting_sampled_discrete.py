@@ -430,3 +430,20 @@ def test_vanishing_noise_is_refused_not_a_crash() -> None:
     assert AutoAccountant().compose(PoissonSampledEvent(0.1, tiny)).active_backend == "rdp"
     with pytest.raises(UnsupportedEventError, match="too small"):
         DiscretePldAccountant().compose(tiny)
+
+
+@pytest.mark.parametrize(("mu", "k"), [(1e4, 500), (1e6, 5000), (1e9, 31623), (1e9, 158114)])
+def test_skellam_pmf_against_high_precision_quadrature(mu: float, k: int) -> None:
+    """The Skellam pmf e^{−μ}I_k(μ) from scipy (the certificate's input, with a 10⁻⁹
+    relative margin) against 60-digit quadrature of (1/π)∫₀^π e^{μ(cos θ−1)} cos kθ dθ."""
+    import mpmath
+
+    with mpmath.workdps(60):
+        width = mpmath.mpf(40) / mpmath.sqrt(mu)  # beyond, the integrand is < e^{-790}
+        pieces = int(k * width / 3) + 4
+        points = [width * i / pieces for i in range(pieces + 1)]
+        value = mpmath.quad(
+            lambda t: mpmath.exp(mu * (mpmath.cos(t) - 1)) * mpmath.cos(k * t), points
+        )
+        reference = float(mpmath.log(value / mpmath.pi))
+    assert abs(float(np.log(special.ive(k, mu))) - reference) <= 1e-10
