@@ -119,11 +119,14 @@ __all__ = [
 # --- accounting (owned by the accounting module) ---
 from dp.accounting import (  # noqa: I001 - one re-export line, explicit aliases
     AutoAccountant as AutoAccountant,
+    DiscretePldAccountant as DiscretePldAccountant,
     PldAccountant as PldAccountant,
     RdpAccountant as RdpAccountant,
+    calibrate_event_noise as calibrate_event_noise,
     calibrate_noise as calibrate_noise,
     epsilon as epsilon,
     epsilon_bracket as epsilon_bracket,
+    event_epsilon as event_epsilon,
     make_accountant as make_accountant,
     max_sampling_rate as max_sampling_rate,
     max_steps as max_steps,

@@ -9,6 +9,9 @@ Backends (one file each, sharing :class:`~dp.accounting.base.Accountant`):
 - ``"skellam-pld"`` — :class:`~dp.accounting.skellam_pld.SkellamPldAccountant`: exact,
   certified bracket for unsampled :class:`~dp.events.DistributedSkellamCountsEvent`
   compositions (integer counts under Skellam noise);
+- ``"discrete-pld"`` — :class:`~dp.accounting.discrete_pld.DiscretePldAccountant`: proven
+  upper bound for (Poisson-subsampled) distributed discrete Gaussian and Skellam vector and
+  counts releases (and Gaussians), through Gaussian dominating pairs;
 - ``"auto"`` — :class:`~dp.accounting.auto.AutoAccountant`: a PLD backend when every event
   allows it, RDP otherwise (the backend used is reported with each answer).
 """
@@ -23,14 +26,17 @@ from dp.accounting.base import (
     normalize,
     stratum_view,
 )
+from dp.accounting.discrete_pld import DiscretePldAccountant
 from dp.accounting.pld import PldAccountant
 from dp.accounting.rdp import RdpAccountant, RdpOrderWarning
 from dp.accounting.skellam_pld import SkellamPldAccountant
 from dp.accounting.stratified import num_strata, stratum_epsilons
 from dp.calibrate import (
+    calibrate_event_noise,
     calibrate_noise,
     epsilon,
     epsilon_bracket,
+    event_epsilon,
     make_accountant,
     max_sampling_rate,
     max_steps,
@@ -39,15 +45,18 @@ from dp.calibrate import (
 __all__ = [
     "Accountant",
     "AutoAccountant",
+    "DiscretePldAccountant",
     "EpsilonBracket",
     "PldAccountant",
     "RdpAccountant",
     "RdpOrderWarning",
     "SampledMechanism",
     "SkellamPldAccountant",
+    "calibrate_event_noise",
     "calibrate_noise",
     "epsilon",
     "epsilon_bracket",
+    "event_epsilon",
     "make_accountant",
     "max_sampling_rate",
     "max_steps",

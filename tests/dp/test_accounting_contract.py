@@ -9,10 +9,17 @@ from typing import ClassVar
 import pytest
 
 import dp
-from dp.accounting import Accountant, AutoAccountant, PldAccountant, RdpAccountant
+from dp.accounting import (
+    Accountant,
+    AutoAccountant,
+    DiscretePldAccountant,
+    PldAccountant,
+    RdpAccountant,
+)
 from dp.errors import DPValueError, UnsupportedEventError
 from dp.events import (
     ComposedEvent,
+    DiscreteLaplaceEvent,
     DistributedDiscreteGaussianEvent,
     GaussianEvent,
     NonPrivateEvent,
@@ -22,7 +29,7 @@ from dp.events import (
     SelfComposedEvent,
 )
 
-BACKENDS = [PldAccountant, RdpAccountant, AutoAccountant]
+BACKENDS = [PldAccountant, RdpAccountant, AutoAccountant, DiscretePldAccountant]
 DELTA = 1e-5
 
 
@@ -152,7 +159,7 @@ def test_bracket_is_ordered(acc: Accountant) -> None:
     acc.compose(SAMPLED, 1000)
     b = acc.get_epsilon_bracket(DELTA)
     assert 0.0 <= b.epsilon_lower <= b.epsilon_upper
-    assert b.backend in {"pld", "rdp"}
+    assert b.backend in {"pld", "rdp", "discrete-pld"}
 
 
 def test_gaussians_on_one_sample_collapse_to_effective_noise(acc: Accountant) -> None:
@@ -163,18 +170,26 @@ def test_gaussians_on_one_sample_collapse_to_effective_noise(acc: Accountant) ->
     assert acc.get_epsilon(DELTA) == pytest.approx(ref.get_epsilon(DELTA), rel=1e-9)
 
 
-def test_pld_refuses_discrete_mechanisms_and_auto_routes_them_to_rdp() -> None:
+def test_pld_refuses_discrete_mechanisms_and_auto_routes_them() -> None:
     pld = PldAccountant()
     assert not pld.supports(DDG)
     with pytest.raises(UnsupportedEventError, match="RDP"):
         pld.compose(DDG)
     auto = AutoAccountant().compose(SAMPLED, 10)
     assert auto.active_backend == "pld"
+    # sampled distributed discrete Gaussian: the Gaussian-dominated PLD, below RDP
     auto.compose(PoissonSampledEvent(0.01, DDG), 10)
-    assert auto.active_backend == "rdp"
-    assert auto.get_epsilon_bracket(DELTA).backend == "rdp"
+    assert auto.active_backend == "discrete-pld"
+    assert auto.get_epsilon_bracket(DELTA).backend == "discrete-pld"
+    tight = DiscretePldAccountant().compose(SAMPLED, 10).compose(PoissonSampledEvent(0.01, DDG), 10)
+    assert auto.get_epsilon(DELTA) == tight.get_epsilon(DELTA)
     rdp = RdpAccountant().compose(SAMPLED, 10).compose(PoissonSampledEvent(0.01, DDG), 10)
-    assert auto.get_epsilon(DELTA) == rdp.get_epsilon(DELTA)
+    assert auto.get_epsilon(DELTA) < rdp.get_epsilon(DELTA)
+    # discrete Laplace has no Gaussian domination here: the whole composition goes to RDP
+    auto.compose(DiscreteLaplaceEvent(l1_sensitivity=1.0, scale=10.0))
+    assert auto.active_backend == "rdp"
+    rdp.compose(DiscreteLaplaceEvent(l1_sensitivity=1.0, scale=10.0))
+    assert auto.get_epsilon(DELTA) == rdp.get_epsilon_bracket(DELTA).epsilon_upper
 
 
 def test_make_accountant_names() -> None:

@@ -13,7 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import special
 
-from dp.accounting import AutoAccountant, PldAccountant, RdpAccountant, SkellamPldAccountant
+from dp.accounting import (
+    AutoAccountant,
+    DiscretePldAccountant,
+    PldAccountant,
+    RdpAccountant,
+    SkellamPldAccountant,
+)
 from dp.accounting.skellam_pld import (
     DELTA_SLACK,
     MAX_VARIANCE,
@@ -30,6 +36,7 @@ from dp.calibrate import make_accountant
 from dp.errors import DPValueError, UnsupportedEventError
 from dp.events import (
     ComposedEvent,
+    DiscreteLaplaceEvent,
     DistributedDiscreteGaussianEvent,
     DistributedSkellamCountsEvent,
     GaussianEvent,
@@ -328,16 +335,22 @@ def test_auto_routes_counts_to_the_exact_backend() -> None:
 @pytest.mark.parametrize(
     "other", [GaussianEvent(2.0), DDG, SAMPLED_COUNTS], ids=["gaussian", "ddg", "sampled"]
 )
-def test_auto_falls_back_to_rdp(other: object) -> None:
+def test_auto_sends_mixtures_to_the_dominated_pld(other: object) -> None:
     auto = AutoAccountant().compose(counts(20, 400.0))
     auto.compose(other)  # type: ignore[arg-type]
-    assert auto.active_backend == "rdp"
+    assert auto.active_backend == "discrete-pld"
+    tight = DiscretePldAccountant().compose(counts(20, 400.0)).compose(other)  # type: ignore[arg-type]
     rdp = RdpAccountant().compose(counts(20, 400.0)).compose(other)  # type: ignore[arg-type]
-    assert auto.get_epsilon_bracket(DELTA).backend == "rdp"
-    assert auto.get_epsilon(DELTA) == rdp.get_epsilon_bracket(DELTA).epsilon_upper
-    # sampled counts alone are RDP too, and Gaussian-only stays on the Gaussian PLD
-    assert AutoAccountant().compose(SAMPLED_COUNTS).active_backend == "rdp"
+    assert auto.get_epsilon_bracket(DELTA).backend == "discrete-pld"
+    assert auto.get_epsilon(DELTA) == tight.get_epsilon(DELTA)
+    assert auto.get_epsilon(DELTA) <= rdp.get_epsilon_bracket(DELTA).epsilon_upper
+    # sampled counts alone too, Gaussian-only stays on the Gaussian PLD, and a mechanism
+    # without a Gaussian domination (discrete Laplace) sends everything to RDP
+    assert AutoAccountant().compose(SAMPLED_COUNTS).active_backend == "discrete-pld"
     assert AutoAccountant().compose(GaussianEvent(2.0)).active_backend == "pld"
+    laplace = DiscreteLaplaceEvent(l1_sensitivity=1.0, scale=5.0)
+    assert auto.compose(laplace).active_backend == "rdp"
+    assert auto.get_epsilon(DELTA) == rdp.compose(laplace).get_epsilon_bracket(DELTA).epsilon_upper
 
 
 def test_rdp_leaf_curve_is_akl21_with_exact_sensitivities() -> None:

@@ -314,7 +314,7 @@ def test_dropout_below_plan_is_charged_and_reported(
     ok = ledger.record_round(round_index=0, event=DDG, cohort_size=10, survivors=9)
     low = ledger.record_round(round_index=1, event=DDG, cohort_size=10, survivors=4)
     assert not ok.below_plan and ok.charged == DDG
-    assert low.below_plan and low.backend == "rdp"
+    assert low.below_plan and low.backend == "discrete-pld"
     assert low.charged.event.min_contributors == 4  # type: ignore[attr-defined]
     assert (
         low.body["realized_noise"][0]["central_std"] < low.body["planned_noise"][0]["central_std"]
