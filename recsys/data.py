@@ -146,6 +146,10 @@ def _parse_rows(
                 raise DataFormatError(
                     path, lineno, f"timestamp {fields[3]!r} is not a number"
                 ) from None
+            if not -(2**62) <= stamp < 2**62:  # seconds; an int64 column holds it with room
+                raise DataFormatError(
+                    path, lineno, f"timestamp {fields[3]!r} is out of range (|t| < 2^62)"
+                )
         users.append(user)
         items.append(item)
         ratings.append(rating)

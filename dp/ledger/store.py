@@ -379,7 +379,7 @@ def read_meta(conn: sqlite3.Connection) -> LedgerMeta:
     """Decode the metadata row (raises ``LedgerError`` if missing or malformed)."""
     try:
         row = conn.execute("SELECT body FROM meta WHERE id = 1").fetchone()
-    except sqlite3.DatabaseError as exc:
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:  # damaged bytes in the text
         raise LedgerError(f"not a readable privacy ledger: {exc}") from None
     if row is None:
         raise LedgerError("ledger metadata is missing")

@@ -232,3 +232,14 @@ def test_exact_duplicate_rows_are_dropped_with_a_warning(tmp_path: Path) -> None
     assert r.ratings.tolist() == [5.0, 4.0, 3.0, 4.0]
     clean = load_ratings(_write(tmp_path / "clean.csv", "1,2,5,10\n1,3,4,11\n"))
     assert clean.duplicates_dropped == 0
+
+
+def test_a_timestamp_beyond_the_int64_column_is_a_typed_error_naming_its_line(
+    tmp_path: Path,
+) -> None:
+    """Found by the long fuzz run: a timestamp near 2^63 used to escape as OverflowError."""
+
+    path = tmp_path / "ratings.csv"
+    path.write_text("userId,movieId,rating,timestamp\n1,1,4,100\n1,2,3,9223372036854775296\n")
+    with pytest.raises(DataFormatError, match=r":3: timestamp .* out of range"):
+        load_ratings(path)
