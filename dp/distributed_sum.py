@@ -35,7 +35,13 @@ from dp.private_sum import (
 )
 from dp.rng import NoiseRng, SecureRng, SimulationRng
 
-__all__ = ["MAX_L2_INFLATION", "DistributedDpSum", "Planner", "noise_share_bounds"]
+__all__ = [
+    "MAX_L2_INFLATION",
+    "DistributedDpSum",
+    "Planner",
+    "noise_share_bounds",
+    "plan_release",
+]
 
 MAX_L2_INFLATION = 1.25
 """A ring too narrow for the sum forces a granularity whose rounding inflates the L2
@@ -61,6 +67,46 @@ def noise_share_bounds(expected: int, *, dropout: float, population: int | None)
     survivors = expected * (1.0 - dropout) - 4.0 * math.sqrt(variance)
     n_min = max(1, min(expected, math.floor(survivors)))
     return n_min, expected + math.ceil(6 * math.sqrt(expected)) + 8
+
+
+def plan_release(
+    dimension: int,
+    clip_norm: float,
+    noise_multiplier: float,
+    expected: int,
+    count_cap: int | None,
+    *,
+    min_contributors: int,
+    max_contributors: int,
+    bits: int,
+    mechanism: Literal["ddg", "skellam"],
+) -> DistributedDPPlan:
+    """The plan of one release for the given noise-share bounds: the exact counts plan when
+    ``count_cap`` is given (0/1 uploads with at most that many ones, clip √count_cap) and
+    the noise fits the ring, else the rotated plan (which scales the noise down)."""
+    if count_cap is not None:
+        try:
+            return plan_distributed_counts(
+                dimension=dimension,
+                max_ones=count_cap,
+                expected_contributors=expected,
+                min_contributors=min_contributors,
+                max_contributors=max_contributors,
+                noise_multiplier=noise_multiplier,
+                bits=bits,
+            )
+        except PlanningError:
+            pass  # the noise alone overflows the ring: the rotated plan scales it
+    return plan_distributed_dp(
+        dimension=dimension,
+        expected_contributors=expected,
+        min_contributors=min_contributors,
+        max_contributors=max_contributors,
+        clip_norm=clip_norm,
+        noise_multiplier=noise_multiplier,
+        bits=bits,
+        mechanism=mechanism,
+    )
 
 
 # --------------------------------------------------------------------------- distributed
@@ -168,34 +214,21 @@ class DistributedDpSum:
         )
         # the server may release any sum the inner stage allows, not only the expected one
         n_min = max(1, min(n_min, self.inner.min_honest_contributions(expected, self.bits)))
-        plan: DistributedDPPlan | None = None
         if counts:
             assert count_cap is not None
             if not math.isclose(clip_norm, math.sqrt(count_cap)):
                 raise DPValueError("a counts release must have clip_norm = √count_cap")
-            try:
-                plan = plan_distributed_counts(
-                    dimension=dimension,
-                    max_ones=count_cap,
-                    expected_contributors=expected,
-                    min_contributors=n_min,
-                    max_contributors=n_max,
-                    noise_multiplier=noise_multiplier,
-                    bits=self.bits,
-                )
-            except PlanningError:
-                plan = None  # the noise alone overflows the ring: the rotated plan scales it
-        if plan is None:
-            plan = plan_distributed_dp(
-                dimension=dimension,
-                expected_contributors=expected,
-                min_contributors=n_min,
-                max_contributors=n_max,
-                clip_norm=clip_norm,
-                noise_multiplier=noise_multiplier,
-                bits=self.bits,
-                mechanism=self.mechanism,
-            )
+        plan = plan_release(
+            dimension,
+            clip_norm,
+            noise_multiplier,
+            expected,
+            count_cap if counts else None,
+            min_contributors=n_min,
+            max_contributors=n_max,
+            bits=self.bits,
+            mechanism=self.mechanism,
+        )
         self._plans[key] = plan
         return plan
 

@@ -47,15 +47,13 @@ import secagg
 from dp.central import central_gaussian
 from dp.cohort import Dropouts, FixedDrops, FullCohort, PoissonCohort, SeededDropouts
 from dp.distributed import decode
-from dp.distributed_sum import DistributedDpSum
+from dp.distributed_sum import DistributedDpSum, plan_release
 from dp.errors import DPValueError, PlanningError
 from dp.events import NonPrivateEvent, PoissonSampledEvent, PrivacyEvent
 from dp.ledger import charged_event
 from dp.noiseless_sum import CentralDpSum, NoDpSum
 from dp.planning import (
     DistributedDPPlan,
-    plan_distributed_counts,
-    plan_distributed_dp,
     worst_case_contributors,
 )
 from dp.private_sum import PrivateSum, RingSum, UpdateSource
@@ -266,35 +264,21 @@ class Channel:
         key = (dimension, clip_norm, noise_multiplier, expected, count_cap if counts else None)
         if key in self._plans:
             return self._plans[key]
-        n_min, n_max = self.min_contributors(expected), self._max_contributors(expected)
-        plan: DistributedDPPlan | None = None
         if counts:
             assert count_cap is not None
             if not math.isclose(clip_norm, math.sqrt(count_cap)):
                 raise ConfigError("a counts release must have clip_norm = √count_cap")
-            try:
-                plan = plan_distributed_counts(
-                    dimension=dimension,
-                    max_ones=count_cap,
-                    expected_contributors=expected,
-                    min_contributors=n_min,
-                    max_contributors=n_max,
-                    noise_multiplier=noise_multiplier,
-                    bits=self.spec.bits,
-                )
-            except PlanningError:
-                plan = None  # the noise alone overflows the ring: the rotated plan scales it
-        if plan is None:
-            plan = plan_distributed_dp(
-                dimension=dimension,
-                expected_contributors=expected,
-                min_contributors=n_min,
-                max_contributors=n_max,
-                clip_norm=clip_norm,
-                noise_multiplier=noise_multiplier,
-                bits=self.spec.bits,
-                mechanism="ddg" if self.spec.mechanism == "discrete_gaussian" else "skellam",
-            )
+        plan = plan_release(
+            dimension,
+            clip_norm,
+            noise_multiplier,
+            expected,
+            count_cap if counts else None,
+            min_contributors=self.min_contributors(expected),
+            max_contributors=self._max_contributors(expected),
+            bits=self.spec.bits,
+            mechanism="ddg" if self.spec.mechanism == "discrete_gaussian" else "skellam",
+        )
         self._plans[key] = plan
         return plan
 
